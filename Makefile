@@ -1,0 +1,39 @@
+# fsctl — `make run` starts the whole service on the embedded default; `make test` runs the suite.
+# Both set up everything they need themselves (virtualenv, packages, a redis-server binary).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all venv run test lint unit integration bench clean
+
+all: test
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fsctl run
+
+lint: $(STAMP)
+	$(BIN)/ruff check --line-length 100 --target-version py311 \
+	    --select E,F,W,I,B,UP,BLE --ignore E501 fsctl tests
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

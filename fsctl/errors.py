@@ -1,0 +1,47 @@
+"""The one exception hierarchy of fsctl."""
+
+from __future__ import annotations
+
+
+class FsctlError(Exception):
+    """Base class of every error fsctl raises on purpose."""
+
+
+class ConfigError(FsctlError):
+    """A setting is missing, malformed or unsafe."""
+
+
+class InvalidValue(FsctlError):
+    """A value failed its allowlist check before it could reach FreeSWITCH."""
+
+
+class UnsafeCommand(InvalidValue):
+    """A command text that must never be written to the event socket."""
+
+
+class ProtocolError(FsctlError):
+    """The peer sent bytes that are not the ESL wire format."""
+
+
+class ESLError(FsctlError):
+    """A FreeSWITCH event-socket operation failed."""
+
+
+class ESLTimeout(ESLError):
+    """No reply to an ESL command within its bounded wait."""
+
+
+class ESLDisconnected(ESLError):
+    """The event socket is not connected (or dropped while a command waited)."""
+
+
+class AuthFailed(ESLError):
+    """FreeSWITCH refused the password or the user."""
+
+
+class StoreError(FsctlError):
+    """Redis could not durably store or read what was asked."""
+
+
+class NotFound(StoreError):
+    """No callback with that id."""
