@@ -1,0 +1,322 @@
+"""The callback state machine — pure: (record, input) → record changed in place + actions.
+
+No I/O here. Inputs are normalised FreeSWITCH facts (:class:`LegSignal`,
+:class:`JobDone`) and requests (:class:`Start`, :class:`Cancel`,
+:class:`CommandFailed`); outputs are :class:`Action` values the worker executes.
+Every input may arrive duplicated or out of order: leg states only move forward,
+and a final callback only ever answers with kills of legs that show life.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import Callback, leg_rank, other
+
+# ---- inputs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    ts: float
+    reason: str = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class LegSignal:
+    """A channel event of one leg: created, ringing, early, answered, parked, bridged, hangup."""
+
+    leg: str
+    kind: str
+    ts: float
+    cause: str | None = None
+    sip_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobDone:
+    """The BACKGROUND_JOB of a leg's originate: ``+OK <uuid>`` or ``-ERR <CAUSE>``."""
+
+    leg: str
+    ok: bool
+    text: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailed:
+    """A command of ours was refused or not delivered (``what``: originate or bridge)."""
+
+    what: str
+    reason: str
+    ts: float
+    leg: str | None = None
+
+
+Input = Start | Cancel | LegSignal | JobDone | CommandFailed
+
+# ---- actions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Originate:
+    leg: str
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    leg: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    a_uuid: str
+    b_uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    leg: str
+    uuid: str
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    state: str
+    outcome: str | None
+
+
+Action = Originate | Broadcast | Bridge | Kill | Finished
+
+# ---- outcomes ----------------------------------------------------------------------
+
+_REASONS = {
+    "USER_BUSY": "busy",
+    "NO_ANSWER": "no_answer",
+    "NO_USER_RESPONSE": "no_answer",
+    "ALLOTTED_TIMEOUT": "no_answer",
+    "PROGRESS_TIMEOUT": "no_answer",
+    "CALL_REJECTED": "rejected",
+    "UNALLOCATED_NUMBER": "invalid_number",
+    "INVALID_NUMBER_FORMAT": "invalid_number",
+    "NO_ROUTE_DESTINATION": "invalid_number",
+    "USER_NOT_REGISTERED": "unreachable",
+    "DESTINATION_OUT_OF_ORDER": "unreachable",
+    "NORMAL_TEMPORARY_FAILURE": "unreachable",
+    "RECOVERY_ON_TIMER_EXPIRE": "unreachable",
+    "INVALID_GATEWAY": "unreachable",
+    "GATEWAY_DOWN": "unreachable",
+    "INCOMPATIBLE_DESTINATION": "unreachable",
+    "ORIGINATE_ERROR": "originate_error",
+    "ORIGINATOR_CANCEL": "cancelled",
+}
+_LIFE_SIGNS = frozenset({"created", "ringing", "early", "answered", "parked"})
+_SIGNAL_STATE = {"created": "ringing", "ringing": "ringing", "early": "early",
+                 "answered": "answered", "parked": "answered"}
+
+
+def reason_for(cause: str | None) -> str:
+    """The short outcome word for a FreeSWITCH hangup cause."""
+    return _REASONS.get(cause or "", "failed")
+
+
+def failure_outcome(cb: Callback, name: str) -> str:
+    """Outcome of a callback whose leg ``name`` ended before the bridge."""
+    leg, peer = cb.legs[name], other(name)
+    x, y = name.lower(), peer.lower()
+    if "answered" in leg.times:
+        peer_leg = cb.legs[peer]
+        if peer_leg.state == "pending":
+            return f"{x}_hangup"
+        if "answered" in peer_leg.times:
+            return f"{x}_hangup_before_bridge"
+        return f"{x}_hangup_while_{y}_ringing"
+    return f"{x}_{reason_for(leg.hangup_cause)}"
+
+
+# ---- transitions -------------------------------------------------------------------
+
+
+def apply(cb: Callback, event: Input) -> list[Action]:
+    """Feed one input to a callback; change the record in place; return the actions."""
+    if isinstance(event, Start):
+        return _start(cb, event.ts)
+    if isinstance(event, Cancel):
+        return _cancel(cb, event.ts, event.reason)
+    if isinstance(event, LegSignal):
+        _leg_signal(cb, event)
+        return _after_leg_change(cb, event.leg, event.kind, event.ts)
+    if isinstance(event, JobDone):
+        kind = _job_done(cb, event)
+        return _after_leg_change(cb, event.leg, kind, event.ts)
+    if isinstance(event, CommandFailed):
+        return _command_failed(cb, event)
+    raise TypeError(f"not a callback input: {event!r}")
+
+
+def _set_state(cb: Callback, state: str, ts: float, outcome: str | None = None) -> None:
+    if cb.state == state:
+        return
+    cb.state = state
+    if outcome is not None:
+        cb.outcome = outcome
+    cb.note(ts, "state", state=state, outcome=outcome)
+
+
+def _finish(cb: Callback, state: str, outcome: str | None, ts: float) -> list[Action]:
+    _set_state(cb, state, ts, outcome)
+    cb.ended_at = ts
+    return [Finished(state, outcome)]
+
+
+def _dial(cb: Callback, name: str, ts: float) -> Action:
+    leg = cb.legs[name]
+    leg.state = "dialing"
+    leg.times.setdefault("dialed", ts)
+    cb.note(ts, "leg", leg=name, state="dialing")
+    return Originate(name)
+
+
+def _kill(cb: Callback, name: str, cause: str | None = None) -> list[Action]:
+    leg = cb.legs[name]
+    if not leg.alive:
+        return []
+    leg.kills += 1
+    if cause is None:
+        cause = "NORMAL_CLEARING" if "answered" in leg.times else "ORIGINATOR_CANCEL"
+    return [Kill(name, leg.uuid, cause)]
+
+
+def _start(cb: Callback, ts: float) -> list[Action]:
+    if cb.state != "queued":
+        return []
+    _set_state(cb, "dialing", ts)
+    if cb.mode == "simultaneous":
+        return [_dial(cb, "A", ts), _dial(cb, "B", ts)]
+    return [_dial(cb, cb.first, ts)]
+
+
+def _cancel(cb: Callback, ts: float, reason: str) -> list[Action]:
+    if cb.final:
+        return []
+    actions: list[Action] = []
+    for name in ("A", "B"):
+        actions += _kill(cb, name)
+    return actions + _finish(cb, "cancelled", reason, ts)
+
+
+def _advance_leg(cb: Callback, name: str, state: str, ts: float) -> None:
+    leg = cb.legs[name]
+    if leg_rank(state) > leg_rank(leg.state):
+        leg.state = state
+        cb.note(ts, "leg", leg=name, state=state)
+    leg.times.setdefault(state, ts)
+
+
+def _leg_signal(cb: Callback, ev: LegSignal) -> None:
+    leg = cb.legs[ev.leg]
+    if ev.kind == "hangup":
+        if leg.sip_status is None and ev.sip_status:
+            leg.sip_status = ev.sip_status
+        if leg.state != "hungup":
+            leg.hangup_cause = ev.cause or leg.hangup_cause
+            _advance_leg(cb, ev.leg, "hungup", ev.ts)
+        return
+    if leg.state == "hungup":
+        return  # a late or reordered event of a leg that is already gone
+    if ev.kind == "bridged":
+        for name in ("A", "B"):
+            if cb.legs[name].state != "hungup":
+                _advance_leg(cb, name, "bridged", ev.ts)
+        return
+    if ev.kind in _SIGNAL_STATE:
+        if leg.state == "pending":
+            leg.state = "dialing"  # an event before our own Start was recorded
+        _advance_leg(cb, ev.leg, _SIGNAL_STATE[ev.kind], ev.ts)
+        if ev.kind == "parked" and not leg.parked:
+            leg.parked = True
+            leg.times.setdefault("parked", ev.ts)
+
+
+def _job_done(cb: Callback, ev: JobDone) -> str:
+    """Record a BACKGROUND_JOB; return the signal kind it amounts to."""
+    leg = cb.legs[ev.leg]
+    if leg.job_result is None:
+        leg.job_result = ev.text
+        cb.note(ev.ts, "job", leg=ev.leg, result=ev.text)
+    if ev.ok:
+        if leg.state != "hungup":
+            _leg_signal(cb, LegSignal(ev.leg, "parked", ev.ts))
+        return "parked"
+    # -ERR for a leg that answered is the originate racing a bridge or a kill
+    # (FREESWITCH.md §4): the channel exists, and its own hangup event decides.
+    if "answered" in leg.times or leg.state == "bridged":
+        return "noop"
+    cause = ev.text.removeprefix("-ERR").strip().split()[0] if ev.text.startswith("-ERR") else None
+    _leg_signal(cb, LegSignal(ev.leg, "hangup", ev.ts, cause=cause or "ORIGINATE_ERROR"))
+    return "hangup"
+
+
+def _command_failed(cb: Callback, ev: CommandFailed) -> list[Action]:
+    cb.note(ev.ts, "command_failed", what=ev.what, leg=ev.leg, reason=ev.reason)
+    if cb.final:
+        return []
+    # The command may still have reached FreeSWITCH (a timeout): every leg that may
+    # exist is killed, and stays killable should it show life later.
+    actions: list[Action] = []
+    for name in ("A", "B"):
+        actions += _kill(cb, name)
+    outcome = f"{ev.leg.lower()}_{ev.what}_error" if ev.leg else f"{ev.what}_error"
+    return actions + _finish(cb, "failed", outcome, ev.ts)
+
+
+def _after_leg_change(cb: Callback, name: str, kind: str, ts: float) -> list[Action]:
+    if cb.final:
+        # The callback is over: any leg that still shows life is hung up.
+        leg = cb.legs[name]
+        if kind in _LIFE_SIGNS and leg.state != "hungup":
+            return _kill(cb, name)
+        return []
+    return _progress(cb, ts)
+
+
+def _progress(cb: Callback, ts: float) -> list[Action]:
+    a, b = cb.legs["A"], cb.legs["B"]
+    for name, leg in (("A", a), ("B", b)):
+        if leg.state != "hungup":
+            continue
+        peer = other(name)
+        if "bridged" in leg.times or cb.state == "bridged":
+            bridged_at = min(x.times.get("bridged", ts) for x in (a, b))
+            cb.talk_time_s = round(max(0.0, leg.times["hungup"] - bridged_at), 3)
+            return _kill(cb, peer, "NORMAL_CLEARING") + _finish(cb, "completed", "completed", ts)
+        outcome = failure_outcome(cb, name)
+        return _kill(cb, peer) + _finish(cb, "failed", outcome, ts)
+
+    if a.state == "bridged" or b.state == "bridged":
+        _set_state(cb, "bridged", ts)
+        return []
+    if a.parked and b.parked:
+        if not cb.bridging:
+            cb.bridging = True
+            return [Bridge(a.uuid, b.uuid)]
+        return []
+    actions: list[Action] = []
+    for name, leg in (("A", a), ("B", b)):
+        if not leg.parked:
+            continue
+        peer = cb.legs[other(name)]
+        if peer.state == "pending":
+            actions.append(_dial(cb, other(name), ts))
+        if not leg.ringback:
+            leg.ringback = True
+            actions.append(Broadcast(name))
+        _set_state(cb, "waiting", ts)
+    return actions
+

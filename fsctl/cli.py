@@ -1,0 +1,180 @@
+"""``fsctl api | worker | simulate | run | call | status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .errors import FsctlError
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("FSCTL_LOG_LEVEL", "INFO").upper(),
+                        format=LOG_FORMAT)
+
+
+def cmd_api(_: argparse.Namespace) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    from gevent.pywsgi import WSGIServer
+
+    from . import settings as settings_mod
+    from .api import create_app
+
+    s = settings_mod.load()
+    server = WSGIServer((s.api_host, s.api_port), create_app(s), log=None)
+    log.info("API on http://%s:%d", s.api_host, s.api_port)
+    import gevent
+
+    gevent.signal_handler(signal.SIGTERM, server.stop)
+    gevent.signal_handler(signal.SIGINT, server.stop)
+    server.serve_forever()
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+
+    from . import settings as settings_mod
+    from .store import Store, connect
+    from .worker import Worker
+
+    s = settings_mod.load()
+    worker = Worker(s, Store(connect(s.redis_url), s.redis_prefix, s.record_ttl_s))
+    worker.start()
+    gevent.signal_handler(signal.SIGTERM, worker._stopping.set)
+    gevent.signal_handler(signal.SIGINT, worker._stopping.set)
+    worker.wait()
+    worker.stop()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulator import main as sim_main
+
+    return sim_main(args.rest)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The embedded default: local redis, simulator, API and one worker; Ctrl-C stops all."""
+    from .embedded import start_redis, wait_port
+
+    env = dict(os.environ)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    var = Path(args.var).resolve()
+    try:
+        if not env.get("FSCTL_REDIS_URL"):
+            procs.append(("redis", start_redis(6379, var / "redis")))
+            env["FSCTL_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+        if not env.get("FSCTL_ESL_HOST"):
+            env["FSCTL_ESL_HOST"], env["FSCTL_ESL_PORT"] = "127.0.0.1", "8021"
+            env["FSCTL_ESL_PASSWORD"] = secrets.token_urlsafe(18)
+            procs.append(("simulator", subprocess.Popen(
+                [sys.executable, "-m", "fsctl", "simulate", "--host", "127.0.0.1",
+                 "--port", "8021", "--password-env", "FSCTL_ESL_PASSWORD"], env=env)))
+            wait_port("127.0.0.1", 8021, 10)
+        procs.append(("api", subprocess.Popen([sys.executable, "-m", "fsctl", "api"], env=env)))
+        procs.append(("worker", subprocess.Popen([sys.executable, "-m", "fsctl", "worker"],
+                                                 env=env)))
+        wait_port(env.get("FSCTL_API_HOST", "127.0.0.1"), int(env.get("FSCTL_API_PORT", "8080")),
+                  15)
+        log.info("fsctl is running: POST http://127.0.0.1:%s/voice/call/callback (Ctrl-C stops)",
+                 env.get("FSCTL_API_PORT", "8080"))
+        while all(p.poll() is None for _, p in procs):
+            time.sleep(0.3)
+        dead = [name for name, p in procs if p.poll() is not None]
+        log.error("%s exited; stopping everything", ", ".join(dead))
+        return 1
+    except KeyboardInterrupt:
+        log.info("stopping")
+        return 0
+    finally:
+        for _, p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name, p in reversed(procs):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                p.kill()
+
+
+def _http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    body = {"leg_A": {"to": args.a}, "leg_B": {"to": args.b}, "mode": args.mode,
+            "first": args.first}
+    code, reply = _http("POST", f"{args.url}/voice/call/callback", body)
+    print(json.dumps(reply, indent=2))
+    return 0 if code == 202 else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    code, reply = _http("GET", f"{args.url}/voice/call/callback/{args.id}")
+    print(json.dumps(reply, indent=2))
+    return 0 if code == 200 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fsctl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="serve the HTTP API").set_defaults(func=cmd_api)
+    sub.add_parser("worker", help="drive callbacks through FreeSWITCH").set_defaults(
+        func=cmd_worker)
+    p = sub.add_parser("simulate", help="run the FreeSWITCH simulator", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_simulate)
+    p = sub.add_parser("run", help="start redis, simulator, API and worker (embedded default)")
+    p.add_argument("--var", default="var", help="data directory for the embedded redis")
+    p.set_defaults(func=cmd_run)
+    default_url = f"http://127.0.0.1:{os.environ.get('FSCTL_API_PORT', '8080')}"
+    p = sub.add_parser("call", help="POST a callback to the API")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--mode", default="sequential", choices=("sequential", "simultaneous"))
+    p.add_argument("--first", default="A", choices=("A", "B"))
+    p.add_argument("--url", default=default_url)
+    p.set_defaults(func=cmd_call)
+    p = sub.add_parser("status", help="show a callback")
+    p.add_argument("id")
+    p.add_argument("--url", default=default_url)
+    p.set_defaults(func=cmd_status)
+    args = parser.parse_args(argv)
+    _logging()
+    try:
+        return int(args.func(args))
+    except FsctlError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

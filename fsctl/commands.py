@@ -1,0 +1,151 @@
+"""The only place that writes FreeSWITCH syntax.
+
+Pure functions: validated values in, one command text out. Every value is
+checked against an allowlist here again (defence in depth) — never escaped into
+place. See FREESWITCH.md §2 and §6.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import InvalidValue
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
+CALLER_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
+CALLBACK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+VAR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+VAR_VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
+CAUSE_RE = re.compile(r"^[A-Z_]{3,40}$")
+ENDPOINT_RE = re.compile(r"^(?:null|user|loopback|error|sofia|freetdm|verto\.rtc)/[A-Za-z0-9._/+-]{1,120}$")
+# A path for uuid_broadcast: an operator-configured tone or file, never user input.
+PLAYBACK_RE = re.compile(r"^[A-Za-z0-9_./:%(),;=+-]{1,200}$")
+
+DEFAULT_RINGBACK = "tone_stream://%(2000,4000,440,480);loops=-1"
+"""The US ringback tone played to the answered leg while the other one rings."""
+
+
+def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidValue(f"{what} {value!r} is not allowed")
+    return value
+
+
+def check_uuid(value: str) -> str:
+    return _check(value, UUID_RE, "uuid")
+
+
+def check_number(value: str) -> str:
+    return _check(value, NUMBER_RE, "number")
+
+
+def check_caller_name(value: str) -> str:
+    return _check(value, CALLER_NAME_RE, "caller-ID name")
+
+
+def check_callback_id(value: str) -> str:
+    return _check(value, CALLBACK_ID_RE, "callback id")
+
+
+def check_cause(value: str) -> str:
+    return _check(value, CAUSE_RE, "hangup cause")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTemplate:
+    """A parsed route: channel variables of the operator, and an endpoint with ``{to}``."""
+
+    name: str
+    endpoint: str
+    variables: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def parse(cls, name: str, template: str) -> RouteTemplate:
+        """Parse ``[{var=value,...}]endpoint`` where endpoint holds at most one ``{to}``."""
+        variables: list[tuple[str, str]] = []
+        rest = template
+        if rest.startswith("{"):
+            close = rest.find("}")
+            if close < 0:
+                raise InvalidValue(f"route {name!r}: unclosed variable block")
+            for item in rest[1:close].split(","):
+                key, sep, val = item.partition("=")
+                if not sep:
+                    raise InvalidValue(f"route {name!r}: variable {item!r} has no '='")
+                variables.append((_check(key, VAR_NAME_RE, "variable name"),
+                                  _check(val, VAR_VALUE_RE, "variable value")))
+            rest = rest[close + 1:]
+        if rest.count("{to}") > 1:
+            raise InvalidValue(f"route {name!r}: more than one {{to}} placeholder")
+        _check(rest.replace("{to}", "0000"), ENDPOINT_RE, f"route {name!r} endpoint")
+        return cls(name=name, endpoint=rest, variables=tuple(variables))
+
+    def dial_string(self, to: str) -> str:
+        return self.endpoint.replace("{to}", check_number(to))
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Everything needed to originate one leg; every field already validated upstream."""
+
+    uuid: str
+    callback_id: str
+    leg: str
+    to: str
+    caller_id_number: str
+    caller_id_name: str | None
+    route: RouteTemplate
+    ring_timeout_s: int
+    park_timeout_s: int
+
+
+def originate(dial: Dial) -> str:
+    """``originate {vars}<dial string> &park()`` for one leg (sent with bgapi)."""
+    if dial.leg not in ("A", "B"):
+        raise InvalidValue(f"leg {dial.leg!r} is not allowed")
+    for timeout in (dial.ring_timeout_s, dial.park_timeout_s):
+        if not isinstance(timeout, int) or not 1 <= timeout <= 86400:
+            raise InvalidValue(f"timeout {timeout!r} is not allowed")
+    pairs = [
+        ("origination_uuid", check_uuid(dial.uuid)),
+        ("fsctl_callback_id", check_callback_id(dial.callback_id)),
+        ("fsctl_leg", dial.leg),
+        ("ignore_early_media", "true"),
+        ("originate_timeout", str(dial.ring_timeout_s)),
+        ("park_timeout", str(dial.park_timeout_s)),
+        ("hangup_after_bridge", "true"),
+        ("origination_caller_id_number", check_number(dial.caller_id_number)),
+    ]
+    if dial.caller_id_name:
+        pairs.append(("origination_caller_id_name", check_caller_name(dial.caller_id_name)))
+    pairs.extend(dial.route.variables)
+    block = ",".join(f"{k}={v}" for k, v in pairs)
+    return f"originate {{{block}}}{dial.route.dial_string(dial.to)} &park()"
+
+
+def uuid_bridge(a: str, b: str) -> str:
+    return f"uuid_bridge {check_uuid(a)} {check_uuid(b)}"
+
+
+def uuid_kill(uuid: str, cause: str = "NORMAL_CLEARING") -> str:
+    return f"uuid_kill {check_uuid(uuid)} {check_cause(cause)}"
+
+
+def uuid_broadcast(uuid: str, path: str = DEFAULT_RINGBACK) -> str:
+    return f"uuid_broadcast {check_uuid(uuid)} playback::{_check(path, PLAYBACK_RE, 'playback path')} aleg"
+
+
+def uuid_exists(uuid: str) -> str:
+    return f"uuid_exists {check_uuid(uuid)}"
+
+
+def uuid_getvar(uuid: str, var: str) -> str:
+    return f"uuid_getvar {check_uuid(uuid)} {_check(var, VAR_NAME_RE, 'variable name')}"
+
+
+def sched_hangup(uuid: str, after_s: int, cause: str = "ALLOTTED_TIMEOUT") -> str:
+    if not isinstance(after_s, int) or not 1 <= after_s <= 86400:
+        raise InvalidValue(f"sched_hangup delay {after_s!r} is not allowed")
+    return f"sched_hangup +{after_s} {check_uuid(uuid)} {check_cause(cause)}"

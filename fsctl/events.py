@@ -1,0 +1,93 @@
+"""FreeSWITCH events → facts the state machine understands. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .wire import Event
+
+SUBSCRIBED_EVENTS = (
+    "CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_ANSWER",
+    "CHANNEL_PARK", "CHANNEL_BRIDGE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE",
+    "BACKGROUND_JOB", "HEARTBEAT",
+)
+"""The only events the worker subscribes to (everything else is never sent to us)."""
+
+EVENT_FILTERS = (
+    ("Event-Name", "BACKGROUND_JOB"),
+    ("Event-Name", "HEARTBEAT"),
+    ("variable_fsctl_leg", "A"),
+    ("variable_fsctl_leg", "B"),
+)
+"""ESL filters (OR): our tagged channels, plus the untagged job results and heartbeats."""
+
+_KINDS = {
+    "CHANNEL_CREATE": "created",
+    "CHANNEL_PROGRESS": "ringing",
+    "CHANNEL_PROGRESS_MEDIA": "early",
+    "CHANNEL_ANSWER": "answered",
+    "CHANNEL_PARK": "parked",
+    "CHANNEL_BRIDGE": "bridged",
+    "CHANNEL_HANGUP": "hangup",
+    "CHANNEL_HANGUP_COMPLETE": "hangup",
+    "CHANNEL_DESTROY": "hangup",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFact:
+    """A channel event: which channel, what happened, and the tags it carries."""
+
+    uuid: str
+    kind: str
+    ts: float
+    callback_id: str | None = None
+    leg: str | None = None
+    cause: str | None = None
+    sip_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFact:
+    """A BACKGROUND_JOB: the result of one bgapi command."""
+
+    job_uuid: str
+    ok: bool
+    text: str
+    ts: float
+
+
+def event_ts(ev: Event) -> float:
+    """The event's own time in seconds (Event-Date-Timestamp is in µs)."""
+    try:
+        return int(ev.headers.get("Event-Date-Timestamp", "0")) / 1e6
+    except ValueError:
+        return 0.0
+
+
+def translate(ev: Event) -> ChannelFact | JobFact | None:
+    """What an event tells fsctl, or None when it tells nothing we track."""
+    name = ev.headers.get("Event-Name", "")
+    if name == "BACKGROUND_JOB":
+        job = ev.headers.get("Job-UUID")
+        if not job:
+            return None
+        text = ev.body.strip()
+        return JobFact(job_uuid=job, ok=text.startswith("+OK"), text=text, ts=event_ts(ev))
+    kind = _KINDS.get(name)
+    if kind is None:
+        return None
+    h = ev.headers
+    uuid = h.get("Bridge-A-Unique-ID") if kind == "bridged" else None
+    uuid = uuid or h.get("Unique-ID")
+    if not uuid:
+        return None
+    cause = h.get("Hangup-Cause") if kind == "hangup" else None
+    sip = None
+    if kind == "hangup":
+        sip = h.get("variable_sip_term_status") or h.get("variable_sip_invite_failure_status")
+    return ChannelFact(
+        uuid=uuid, kind=kind, ts=event_ts(ev),
+        callback_id=h.get("variable_fsctl_callback_id"), leg=h.get("variable_fsctl_leg"),
+        cause=cause, sip_status=sip,
+    )

@@ -1,0 +1,114 @@
+"""Marshmallow schemas shared by the HTTP API and the redis-cli job path."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .commands import CALLER_NAME_RE, NUMBER_RE
+from .errors import InvalidValue
+from .model import MODES, Callback, Leg
+from .settings import Settings
+
+ROUTE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+RING_TIMEOUT_RANGE_S = (5, 300)
+"""Allowed per-leg ring timeout, in seconds."""
+
+_NUMBER = validate.Regexp(NUMBER_RE, error="must be 2 to 20 digits, optionally after one '+'")
+
+
+class LegRequestSchema(Schema):
+    """One party to call."""
+
+    class Meta:
+        unknown = RAISE
+
+    to = fields.String(required=True, validate=_NUMBER, metadata={"example": "1000123"})
+    from_ = fields.String(data_key="from", validate=_NUMBER,
+                          metadata={"description": "caller ID shown to this leg; "
+                                    "defaults to the other leg's number"})
+    caller_id_name = fields.String(validate=validate.Regexp(
+        CALLER_NAME_RE, error="must be 1 to 40 of A-Z a-z 0-9 . _ - (no spaces)"))
+    route = fields.String(validate=validate.Regexp(
+        ROUTE_NAME_RE, error="must be a configured route name"))
+    ring_timeout = fields.Integer(strict=True, validate=validate.Range(*RING_TIMEOUT_RANGE_S),
+                                  metadata={"description": "seconds this leg may ring"})
+
+
+class CallbackRequestSchema(Schema):
+    """POST /voice/call/callback body, and the ``request`` field of a redis-cli job."""
+
+    class Meta:
+        unknown = RAISE
+
+    leg_A = fields.Nested(LegRequestSchema, required=True)
+    leg_B = fields.Nested(LegRequestSchema, required=True)
+    mode = fields.String(load_default="sequential", validate=validate.OneOf(MODES))
+    first = fields.String(load_default="A", validate=validate.OneOf(("A", "B")),
+                          metadata={"description": "who is called first in sequential mode"})
+
+    @validates_schema
+    def _distinct(self, data: dict[str, Any], **_: Any) -> None:
+        if "leg_A" in data and "leg_B" in data and data["leg_A"]["to"] == data["leg_B"]["to"]:
+            raise ValidationError("leg_A and leg_B call the same number", "leg_B")
+
+
+REQUEST_SCHEMA = CallbackRequestSchema()
+
+
+def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | None = None,
+                   callback_id: str | None = None, now: float | None = None) -> Callback:
+    """A new queued callback from a validated request; raises ValidationError on a bad route.
+
+    fsctl chooses every leg UUID and Job-UUID here, so they are stored before any
+    originate is sent.
+    """
+    now = time.time() if now is None else now
+    errors: dict[str, Any] = {}
+    legs: dict[str, Leg] = {}
+    for name, peer in (("A", "B"), ("B", "A")):
+        spec, peer_spec = request[f"leg_{name}"], request[f"leg_{peer}"]
+        try:
+            route = settings.route(spec.get("route")).name
+        except InvalidValue as exc:
+            errors[f"leg_{name}"] = {"route": [str(exc)]}
+            continue
+        legs[name] = Leg(
+            to=spec["to"],
+            from_=spec.get("from_") or peer_spec["to"],
+            caller_id_name=spec.get("caller_id_name"),
+            route=route,
+            ring_timeout_s=spec.get("ring_timeout", settings.ring_timeout_s),
+            uuid=str(uuid.uuid4()),
+            job_uuid=str(uuid.uuid4()),
+        )
+    if errors:
+        raise ValidationError(errors)
+    cb = Callback(
+        id=callback_id or uuid.uuid4().hex, legs=legs, mode=request["mode"],
+        first=request["first"], created_at=now, updated_at=now, owner=owner,
+    )
+    cb.note(now, "state", state="queued")
+    return cb
+
+
+def present(cb: Callback) -> dict[str, Any]:
+    """The public JSON view of a callback (GET / POST / DELETE responses)."""
+    legs = {}
+    for name, leg in cb.legs.items():
+        legs[name] = {
+            "to": leg.to, "from": leg.from_, "caller_id_name": leg.caller_id_name,
+            "route": leg.route, "ring_timeout": leg.ring_timeout_s,
+            "uuid": leg.uuid, "state": leg.state,
+            "times": dict(leg.times), "hangup_cause": leg.hangup_cause,
+            "sip_status": leg.sip_status,
+        }
+    return {
+        "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,
+        "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
+        "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s, "legs": legs,
+        "history": list(cb.history),
+    }
