@@ -1,0 +1,265 @@
+"""One simulated FreeSWITCH channel (a call leg): its state, variables and event headers."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .config import Behaviour
+from .events import Segment, make_segment, now_us
+
+if TYPE_CHECKING:
+    from gevent import Greenlet
+
+    from .model import Job
+
+STATE_NUMBERS = {
+    "CS_NEW": "0", "CS_INIT": "1", "CS_ROUTING": "2", "CS_SOFT_EXECUTE": "3", "CS_EXECUTE": "4",
+    "CS_EXCHANGE_MEDIA": "5", "CS_PARK": "6", "CS_CONSUME_MEDIA": "7", "CS_HIBERNATE": "8",
+    "CS_RESET": "9", "CS_HANGUP": "10", "CS_REPORTING": "11", "CS_DESTROY": "12", "CS_NONE": "0",
+}
+CALLSTATE_NUMBERS = {
+    "DOWN": "0", "DIALING": "1", "RINGING": "2", "EARLY": "3", "ACTIVE": "4", "HELD": "5",
+    "RING_WAIT": "6", "HANGUP": "7", "UNHELD": "8",
+}
+_TIME_FIELDS = ("answered", "progress", "progress_media", "hangup", "transfer", "resurrect",
+                "bridged")
+
+
+class Channel:
+    """A leg. ``uuid`` is its current Unique-ID; ``vars`` its channel variables."""
+
+    def __init__(self, uuid: str, dial: str, destination: str, endpoint: str,
+                 variables: dict[str, str], behaviour: Behaviour, job: Job | None) -> None:
+        self.uuid = uuid
+        self.name = dial
+        self.destination = destination
+        self.endpoint = endpoint
+        self.is_null = endpoint == "null"
+        self.behaviour = behaviour
+        self.job = job
+        self.state = "CS_NONE"
+        self.callstate = "DOWN"
+        self.answer_state = "ringing"
+        self.hangup_cause: str | None = None
+        self.hit_dialplan = False
+        self.created_us = now_us()
+        self.created_epoch = int(time.time())
+        self.times = dict.fromkeys(_TIME_FIELDS, 0)
+        self.cid_number = variables.get("origination_caller_id_number") or "0000000000"
+        self.cid_name = variables.get("origination_caller_id_name") or ""
+        self.flipped = False
+        self.codec: tuple[str, str, str] | None = None
+        self.vars: dict[str, str] = {}
+        # life cycle flags
+        self.exists = False  # CHANNEL_CREATE sent (renamed for null legs)
+        self.answered = False
+        self.finishing = False  # answered, originate not yet returned
+        self.parked = False
+        self.bridged = False
+        self.bridge_a = False
+        self.other: Channel | None = None
+        self.other_type = ""
+        self.hung = False
+        self.gone = False
+        self.app = ""
+        self.app_data = ""
+        self.app_response = "_none_"
+        self.playback: str | None = None
+        self.pending_apps: list[tuple[str, str]] = []
+        self.timers: list[Greenlet[Any, Any]] = []
+        self._id_seg: Segment | None = None
+        self._codec_seg: Segment | None = None
+        self._caller_seg: Segment | None = None
+        self._vars_seg: Segment | None = None
+        self._other_seg: Segment | None = None
+
+    # ---- mutation helpers (invalidate the cached segments) ----------------------------
+
+    def set_var(self, name: str, value: str) -> None:
+        self.vars[name] = value
+        self._vars_seg = None
+
+    def update_vars(self, values: dict[str, str]) -> None:
+        self.vars.update(values)
+        self._vars_seg = None
+
+    def rename(self, uuid: str) -> None:
+        self.uuid = uuid
+        self._id_seg = self._caller_seg = self._vars_seg = None
+
+    def mark_time(self, field: str) -> int:
+        ts = now_us()
+        self.times[field] = ts
+        self._caller_seg = None
+        return ts
+
+    def set_codec(self, name: str, rate: str, bit_rate: str) -> None:
+        self.codec = (name, rate, bit_rate)
+        self._codec_seg = None
+
+    def flip_cid(self) -> None:
+        self.flipped = True
+        self.hit_dialplan = True
+        self._id_seg = self._caller_seg = None
+
+    def link(self, other: Channel | None, other_type: str) -> None:
+        self.other = other
+        self.other_type = other_type
+        self._other_seg = None
+
+    def get_var(self, name: str) -> str | None:
+        if name in self.vars:
+            return self.vars[name]
+        if name == "uuid":
+            return self.uuid
+        return None
+
+    # ---- event segments ---------------------------------------------------------------
+
+    def state_segment(self) -> Segment:
+        return make_segment([
+            ("Channel-State", self.state),
+            ("Channel-Call-State", self.callstate),
+            ("Channel-State-Number", STATE_NUMBERS.get(self.state, "0")),
+        ])
+
+    def id_segment(self) -> Segment:
+        if self._id_seg is None:
+            pairs = [
+                ("Channel-Name", self.name),
+                ("Unique-ID", self.uuid),
+                ("Call-Direction", "outbound"),
+                ("Presence-Call-Direction", "outbound"),
+                ("Channel-HIT-Dialplan", "true" if self.hit_dialplan else "false"),
+                ("Channel-Call-UUID", self.uuid),
+            ]
+            self._id_seg = make_segment(pairs)
+        return self._id_seg
+
+    def answer_segment(self) -> Segment:
+        pairs = [("Answer-State", self.answer_state)]
+        if self.hangup_cause:
+            pairs.append(("Hangup-Cause", self.hangup_cause))
+        return make_segment(pairs)
+
+    def codec_segment(self) -> Segment | None:
+        if self.codec is None:
+            return None
+        if self._codec_seg is None:
+            name, rate, bits = self.codec
+            self._codec_seg = make_segment([
+                ("Channel-Read-Codec-Name", name),
+                ("Channel-Read-Codec-Rate", rate),
+                ("Channel-Read-Codec-Bit-Rate", bits),
+                ("Channel-Write-Codec-Name", name),
+                ("Channel-Write-Codec-Rate", rate),
+                ("Channel-Write-Codec-Bit-Rate", bits),
+            ])
+        return self._codec_seg
+
+    def caller_pairs(self, prefix: str) -> list[tuple[str, str]]:
+        if self.flipped:
+            cid_name, cid_num = "Outbound Call", self.destination
+            callee_name, callee_num = self.cid_name, self.cid_number
+        else:
+            cid_name, cid_num = self.cid_name, self.cid_number
+            callee_name, callee_num = "Outbound Call", self.destination
+        pairs = [(f"{prefix}-Direction", "outbound"), (f"{prefix}-Logical-Direction", "outbound")]
+        if cid_name:
+            pairs.append((f"{prefix}-Caller-ID-Name", cid_name))
+        pairs += [
+            (f"{prefix}-Caller-ID-Number", cid_num),
+            (f"{prefix}-Orig-Caller-ID-Number", self.cid_number),
+        ]
+        if callee_name:
+            pairs.append((f"{prefix}-Callee-ID-Name", callee_name))
+        pairs += [
+            (f"{prefix}-Callee-ID-Number", callee_num),
+            (f"{prefix}-ANI", self.cid_number),
+            (f"{prefix}-Destination-Number", self.destination),
+            (f"{prefix}-Unique-ID", self.uuid),
+            (f"{prefix}-Source",
+             "mod_loopback" if self.is_null else "src/switch_ivr_originate.c"),
+            (f"{prefix}-Context", "default"),
+            (f"{prefix}-Channel-Name", self.name),
+            (f"{prefix}-Profile-Index", "1"),
+            (f"{prefix}-Profile-Created-Time", str(self.created_us)),
+            (f"{prefix}-Channel-Created-Time", str(self.created_us)),
+            (f"{prefix}-Channel-Answered-Time", str(self.times["answered"])),
+            (f"{prefix}-Channel-Progress-Time", str(self.times["progress"])),
+            (f"{prefix}-Channel-Progress-Media-Time", str(self.times["progress_media"])),
+            (f"{prefix}-Channel-Hangup-Time", str(self.times["hangup"])),
+            (f"{prefix}-Channel-Transfer-Time", "0"),
+            (f"{prefix}-Channel-Resurrect-Time", "0"),
+            (f"{prefix}-Channel-Bridged-Time", str(self.times["bridged"])),
+            (f"{prefix}-Channel-Last-Hold", "0"),
+            (f"{prefix}-Channel-Hold-Accum", "0"),
+            (f"{prefix}-Screen-Bit", "true"),
+            (f"{prefix}-Privacy-Hide-Name", "false"),
+            (f"{prefix}-Privacy-Hide-Number", "false"),
+        ]
+        return pairs
+
+    def caller_segment(self) -> Segment:
+        if self._caller_seg is None:
+            self._caller_seg = make_segment(self.caller_pairs("Caller"))
+        return self._caller_seg
+
+    def other_segment(self) -> Segment | None:
+        if self.other is None:
+            return None
+        if self._other_seg is None:
+            pairs = [("Other-Type", self.other_type)] + self.other.caller_pairs("Other-Leg")
+            self._other_seg = make_segment(pairs)
+        return self._other_seg
+
+    def vars_segment(self) -> Segment:
+        if self._vars_seg is None:
+            self._vars_seg = make_segment([(f"variable_{k}", v) for k, v in self.vars.items()])
+        return self._vars_seg
+
+    def segments(self, with_vars: bool, before: list[tuple[str, str]] | None = None,
+                 after: list[tuple[str, str]] | None = None,
+                 with_caller: bool = True) -> list[Segment]:
+        out: list[Segment] = []
+        if before:
+            out.append(make_segment(before))
+        out += [self.state_segment(), self.id_segment(), self.answer_segment()]
+        codec = self.codec_segment()
+        if codec is not None:
+            out.append(codec)
+        if with_caller:
+            out.append(self.caller_segment())
+            other = self.other_segment()
+            if other is not None:
+                out.append(other)
+        if with_vars:
+            out.append(self.vars_segment())
+        if after:
+            out.append(make_segment(after))
+        return out
+
+    def show_row(self, hostname: str) -> dict[str, str]:
+        """One row of ``show channels as json`` (every value a string, no variables)."""
+        codec = self.codec or ("", "", "")
+        return {
+            "uuid": self.uuid, "direction": "outbound",
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created_epoch)),
+            "created_epoch": str(self.created_epoch), "name": self.name, "state": self.state,
+            "cid_name": "Outbound Call" if self.flipped else self.cid_name,
+            "cid_num": self.destination if self.flipped else self.cid_number,
+            "ip_addr": "", "dest": self.destination, "application": self.app,
+            "application_data": self.app_data, "dialplan": "", "context": "default",
+            "read_codec": codec[0], "read_rate": codec[1], "read_bit_rate": codec[2],
+            "write_codec": codec[0], "write_rate": codec[1], "write_bit_rate": codec[2],
+            "secure": "", "hostname": hostname, "presence_id": "", "presence_data": "",
+            "accountcode": "", "callstate": self.callstate,
+            "callee_name": self.cid_name if self.flipped else "",
+            "callee_num": self.cid_number if self.flipped else self.destination,
+            "callee_direction": "RECV" if self.flipped else "",
+            "call_uuid": self.uuid, "sent_callee_name": "", "sent_callee_num": "",
+            "initial_cid_name": self.cid_name, "initial_cid_num": self.cid_number,
+            "initial_ip_addr": "", "initial_dest": self.destination, "initial_dialplan": "",
+            "initial_context": "default",
+        }

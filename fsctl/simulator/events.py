@@ -1,0 +1,193 @@
+"""Event building for the simulator: cheap, cached, encoded only when someone listens.
+
+An event is a list of *segments*; each segment is ``(plain_text, pairs)`` where
+``plain_text`` is the already URL-encoded ``Name: value\\n`` lines and ``pairs`` the raw
+headers (used for JSON and filters). Channels keep their slow-changing segments
+(identity, caller profile, variables) cached, so building an event is mostly a join.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from email.utils import formatdate
+
+from ..wire import url_encode
+
+Segment = tuple[str, list[tuple[str, str]]]
+
+# Event-Calling-File / -Function / -Line-Number per event kind (as FreeSWITCH 1.11 sends).
+_CALLING: dict[str, tuple[str, str, str]] = {
+    "CHANNEL_OUTGOING": (
+        "switch_core_session.c",
+        "switch_core_session_outgoing_channel",
+        "768",
+    ),
+    "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", "2409"),
+    "CHANNEL_CREATE": ("switch_core_state_machine.c", "switch_core_session_run", "626"),
+    "CHANNEL_ORIGINATE": ("switch_core_state_machine.c", "switch_core_session_run", "632"),
+    "CHANNEL_PROGRESS": (
+        "switch_channel.c",
+        "switch_channel_perform_mark_ring_ready_value",
+        "3507",
+    ),
+    "CHANNEL_CALLSTATE": ("switch_channel.c", "switch_channel_perform_set_callstate", "302"),
+    "CODEC": ("switch_core_codec.c", "switch_core_session_set_read_codec", "300"),
+    "CODEC_WRITE": ("switch_core_codec.c", "switch_core_session_set_write_codec", "460"),
+    "CHANNEL_UUID": ("switch_core_session.c", "switch_core_session_set_uuid", "2056"),
+    "CHANNEL_ANSWER": ("switch_channel.c", "switch_channel_perform_mark_answered", "3848"),
+    "CALL_UPDATE": ("switch_channel.c", "switch_channel_flip_cid", "3279"),
+    "CHANNEL_EXECUTE": ("switch_core_session.c", "switch_core_session_exec", "2949"),
+    "CHANNEL_EXECUTE_COMPLETE": ("switch_core_session.c", "switch_core_session_exec", "2972"),
+    "CHANNEL_PARK": ("switch_ivr.c", "switch_ivr_park", "1002"),
+    "CHANNEL_UNPARK": ("switch_ivr.c", "switch_ivr_park", "1213"),
+    "CHANNEL_BRIDGE": ("switch_ivr_bridge.c", "uuid_bridge_on_soft_execute", "1780"),
+    "CHANNEL_UNBRIDGE": ("switch_ivr_bridge.c", "audio_bridge_thread", "809"),
+    "CHANNEL_HANGUP": ("switch_channel.c", "switch_channel_perform_hangup", "3447"),
+    "CHANNEL_HANGUP_COMPLETE": (
+        "switch_core_state_machine.c",
+        "switch_core_session_reporting_state",
+        "943",
+    ),
+    "CHANNEL_DESTROY": ("switch_core_session.c", "switch_core_session_perform_destroy", "1588"),
+    "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", "1534"),
+    "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", "2039"),
+    "PRIVATE_COMMAND": ("switch_ivr.c", "switch_ivr_parse_next_event", "804"),
+    "COMMAND": ("switch_ivr.c", "switch_ivr_parse_next_event", "804"),
+    "API": ("switch_loadable_module.c", "switch_api_execute", "3140"),
+    "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", "1580"),
+    "HEARTBEAT": ("switch_core.c", "send_heartbeat", "79"),
+}
+
+
+def make_segment(pairs: list[tuple[str, str]]) -> Segment:
+    return "".join(f"{k}: {url_encode(v)}\n" for k, v in pairs), pairs
+
+
+def now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+class OutEvent:
+    """One event ready to be sent; encodings are built at most once."""
+
+    __slots__ = ("name", "segments", "body", "_plain", "_json", "_lookup")
+
+    def __init__(self, name: str, segments: list[Segment], body: str | None = None) -> None:
+        self.name = name
+        self.segments = segments
+        self.body = body
+        self._plain: bytes | None = None
+        self._json: bytes | None = None
+        self._lookup: dict[str, list[str]] | None = None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [pair for _, seg_pairs in self.segments for pair in seg_pairs]
+
+    def values(self, header: str) -> list[str]:
+        """Every value of ``header`` (filters match any of them)."""
+        if self._lookup is None:
+            lookup: dict[str, list[str]] = {}
+            for k, v in self.pairs():
+                lookup.setdefault(k, []).append(v)
+            self._lookup = lookup
+        return self._lookup.get(header, [])
+
+    def get(self, header: str) -> str | None:
+        found = self.values(header)
+        return found[-1] if found else None
+
+    def plain(self) -> bytes:
+        if self._plain is None:
+            inner = "".join(text for text, _ in self.segments)
+            if self.body is not None:
+                data = self.body.encode("utf-8")
+                payload = (inner + f"Content-Length: {len(data)}\n\n").encode("utf-8") + data
+            else:
+                payload = (inner + "\n").encode("utf-8")
+            self._plain = (
+                b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(payload) + payload
+            )
+        return self._plain
+
+    def json(self) -> bytes:
+        if self._json is None:
+            obj: dict[str, str] = {}
+            for k, v in self.pairs():
+                obj.setdefault(k, v)
+            if self.body is not None:
+                obj["Content-Length"] = str(len(self.body.encode("utf-8")))
+                obj["_body"] = self.body
+            data = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+            self._json = b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(data) + data
+        return self._json
+
+
+class EventFactory:
+    """Builds the common header part of every event for one simulator run (Core-UUID)."""
+
+    def __init__(self, core_uuid: str, hostname: str) -> None:
+        self.core_uuid = core_uuid
+        self._seq = itertools.count(1)
+        self._core = make_segment(
+            [
+                ("Core-UUID", core_uuid),
+                ("FreeSWITCH-Hostname", hostname),
+                ("FreeSWITCH-Switchname", hostname),
+                ("FreeSWITCH-IPv4", "127.0.0.1"),
+                ("FreeSWITCH-IPv6", "::1"),
+            ]
+        )
+        self._calling = {k: make_segment(self._calling_pairs(k)) for k in _CALLING}
+        self._calling_default = make_segment(
+            [
+                ("Event-Calling-File", "fsctl_simulator.c"),
+                ("Event-Calling-Function", "simulate"),
+                ("Event-Calling-Line-Number", "1"),
+            ]
+        )
+        self._date_second = -1
+        self._date_strings: tuple[str, str] = ("", "")
+
+    @staticmethod
+    def _calling_pairs(kind: str) -> list[tuple[str, str]]:
+        file, func, line = _CALLING[kind]
+        return [
+            ("Event-Calling-File", file),
+            ("Event-Calling-Function", func),
+            ("Event-Calling-Line-Number", line),
+        ]
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def _dates(self, ts_us: int) -> tuple[str, str]:
+        second = ts_us // 1_000_000
+        if second != self._date_second:
+            local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            gmt = formatdate(second, usegmt=True)
+            self._date_second = second
+            self._date_strings = (local, gmt)
+        return self._date_strings
+
+    def head(self, name: str, seq: int | None = None, ts_us: int | None = None,
+             calling: str | None = None) -> list[Segment]:
+        """Event-Name, Core-UUID …, Event-Date-*, Event-Calling-*, Event-Sequence."""
+        ts = ts_us if ts_us is not None else now_us()
+        local, gmt = self._dates(ts)
+        seq = seq if seq is not None else self.next_seq()
+        first = make_segment([("Event-Name", name)])
+        dates = make_segment(
+            [
+                ("Event-Date-Local", local),
+                ("Event-Date-GMT", gmt),
+                ("Event-Date-Timestamp", str(ts)),
+            ]
+        )
+        calling_seg = self._calling.get(calling or name, self._calling_default)
+        return [first, self._core, dates, calling_seg, make_segment([("Event-Sequence", str(seq))])]
+
+    def simple(self, name: str, pairs: list[tuple[str, str]], body: str | None = None,
+               seq: int | None = None, ts_us: int | None = None) -> OutEvent:
+        return OutEvent(name, self.head(name, seq, ts_us) + [make_segment(pairs)], body)

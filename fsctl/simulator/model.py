@@ -1,0 +1,486 @@
+"""The call model: originate, answer, park, bridge, playback, hangup — with FreeSWITCH's
+event sequences (checked against the recordings in shared/fixtures/freeswitch)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from .channel import CALLSTATE_NUMBERS, Channel
+from .config import CAUSE_CODES, SIP_CAUSES, SIP_PHRASES, Behaviour
+from .dialstring import ORIGINATE_USAGE, UsageError, parse_originate
+from .events import OutEvent, make_segment, now_us
+
+if TYPE_CHECKING:
+    from .server import Simulator
+
+log = logging.getLogger(__name__)
+
+_SIP_CODEC = ("PCMU", "8000", "64000")
+_NULL_CODEC = ("L16", "8000", "128000")
+
+
+def normalize_cause(name: str | None, default: str = "NORMAL_CLEARING") -> str:
+    """Unknown cause names become NORMAL_CLEARING, as switch_channel_str2cause() + uuid_kill."""
+    if not name:
+        return default
+    upper = name.strip().upper()
+    return upper if upper in CAUSE_CODES else default
+
+
+class Job:
+    """One api/bgapi command execution: its API event and, for bgapi, its BACKGROUND_JOB."""
+
+    __slots__ = ("job_uuid", "command", "arg", "api_seq", "api_ts", "on_result", "done")
+
+    def __init__(self, command: str, arg: str, api_seq: int, job_uuid: str | None = None,
+                 on_result: Callable[[str], None] | None = None) -> None:
+        self.job_uuid = job_uuid
+        self.command = command
+        self.arg = arg
+        self.api_seq = api_seq
+        self.api_ts = now_us()
+        self.on_result = on_result
+        self.done = False
+
+
+class CallModel:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.channels: dict[str, Channel] = {}
+        self.sessions_since_start = 0
+        self.peak = 0
+
+    # ---- event helpers -------------------------------------------------------------------
+
+    def emit(self, ch: Channel, name: str, with_vars: bool,
+             before: list[tuple[str, str]] | None = None,
+             after: list[tuple[str, str]] | None = None, calling: str | None = None,
+             with_caller: bool = True) -> None:
+        factory = self.sim.factory
+        seq = factory.next_seq()
+        if not self.sim.wants(name):
+            return
+        segments = factory.head(name, seq, calling=calling)
+        segments += ch.segments(with_vars, before, after, with_caller)
+        self.sim.publish(OutEvent(name, segments))
+
+    def _state(self, ch: Channel, state: str) -> None:
+        ch.state = state
+        self.emit(ch, "CHANNEL_STATE", False)
+
+    def _callstate(self, ch: Channel, new: str) -> None:
+        old, ch.callstate = ch.callstate, new
+        self.emit(ch, "CHANNEL_CALLSTATE", False,
+                  before=[("Original-Channel-Call-State", old),
+                          ("Channel-Call-State-Number", CALLSTATE_NUMBERS[new])])
+
+    def finish_job(self, job: Job | None, result: str) -> None:
+        if job is None or job.done:
+            return
+        job.done = True
+        factory = self.sim.factory
+        if self.sim.wants("API"):
+            self.sim.publish(factory.simple(
+                "API", [("API-Command", job.command), ("API-Command-Argument", job.arg)],
+                seq=job.api_seq, ts_us=job.api_ts))
+        if job.job_uuid is not None:
+            seq = factory.next_seq()
+            if self.sim.wants("BACKGROUND_JOB"):
+                self.sim.publish(factory.simple(
+                    "BACKGROUND_JOB",
+                    [("Job-UUID", job.job_uuid), ("Job-Command", job.command),
+                     ("Job-Command-Arg", job.arg)],
+                    body=result, seq=seq))
+        if job.on_result is not None:
+            job.on_result(result)
+
+    # ---- timers --------------------------------------------------------------------------
+
+    def later(self, ch: Channel, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        ch.timers.append(gevent.spawn_later(max(0.0, delay), self._run_timer, ch, fn, args))
+
+    def _run_timer(self, ch: Channel, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if ch.gone or ch.hung:
+            return
+        try:
+            fn(ch, *args)
+        except Exception:
+            log.exception("simulator timer failed for channel %s", ch.uuid)
+
+    def _cancel_timers(self, ch: Channel) -> None:
+        current = gevent.getcurrent()
+        for timer in ch.timers:
+            if timer is not current:
+                timer.kill(block=False)
+        ch.timers.clear()
+
+    def timeout_delay(self, seconds: float) -> float:
+        """FreeSWITCH counts timeouts on a whole-second clock: expiry in (n-1, n] seconds."""
+        if not self.sim.config.whole_second_timeouts:
+            return seconds
+        now = time.time()
+        return math.floor(now) + seconds - now + 0.002
+
+    # ---- originate -----------------------------------------------------------------------
+
+    def originate(self, job: Job) -> None:
+        try:
+            req = parse_originate(job.arg)
+        except UsageError as exc:
+            log.debug("originate usage error: %s", exc)
+            self.finish_job(job, ORIGINATE_USAGE)
+            return
+        variables = dict(req.variables)
+        if req.cid_name:
+            variables.setdefault("origination_caller_id_name", req.cid_name)
+        if req.cid_num:
+            variables.setdefault("origination_caller_id_number", req.cid_num)
+        ouuid = variables.get("origination_uuid") or None
+        if (ouuid and ouuid in self.channels) or len(self.channels) >= self.sim.config.max_sessions:
+            self.finish_job(job, "-ERR DESTINATION_OUT_OF_ORDER\n")
+            return
+        if req.endpoint == "error":
+            self.finish_job(job, f"-ERR {normalize_cause(req.destination, 'UNSPECIFIED')}\n")
+            return
+        timeout = req.timeout
+        if timeout is None:
+            try:
+                timeout = int(variables.get("originate_timeout", ""))
+            except ValueError:
+                timeout = self.sim.config.default_originate_timeout_s
+        if req.endpoint == "null":
+            delay_ms = variables.get("null_auto_answer_delay", "0")
+            auto = variables.get("null_enable_auto_answer", "true").lower() != "false"
+            behaviour = Behaviour("answer" if auto else "no_answer",
+                                  int(delay_ms) / 1000 if delay_ms.isdigit() else 0.0, None)
+        else:
+            behaviour = self.sim.config.behaviour_for(req.dial)
+        temp = str(uuidlib.uuid4())
+        ch = Channel(temp, req.dial, req.destination, req.endpoint, variables, behaviour, job)
+        ch.app, ch.app_data = (req.app, req.app_arg) if req.extension is None else ("park", "")
+        self.sessions_since_start += 1
+        if ch.is_null:
+            ch.set_codec(*_NULL_CODEC)
+            ch.update_vars({"uuid": temp, "call_uuid": temp})
+            self.emit(ch, "CODEC", False, with_caller=False,
+                      after=[("channel-read-codec-name", "L16"), ("channel-read-codec-rate", "8000"),
+                             ("channel-read-codec-bit-rate", "128000")])
+            self.emit(ch, "CODEC", False, with_caller=False, calling="CODEC_WRITE")
+            hangup_cause = variables.get("null_hangup_cause")
+            if hangup_cause:
+                self.emit(ch, "CHANNEL_DESTROY", True)
+                self._state(ch, "CS_DESTROY")
+                ch.gone = True
+                self.finish_job(job, f"-ERR {normalize_cause(hangup_cause)}\n")
+                return
+            if ouuid:
+                ch.rename(ouuid)
+                ch.update_vars({"uuid": ouuid, "call_uuid": ouuid})
+                self.emit(ch, "CHANNEL_UUID", True, before=[("Old-Unique-ID", temp)])
+        elif ouuid:
+            ch.rename(ouuid)
+        ch.vars.clear()
+        ch.update_vars({"direction": "outbound", "is_outbound": "true", "uuid": ch.uuid,
+                        "call_uuid": ch.uuid, "session_id": str(self.sessions_since_start),
+                        "channel_name": ch.name})
+        ch.update_vars(variables)
+        ch.update_vars({"originate_early_media": "false", "originate_endpoint": ch.endpoint})
+        self.channels[ch.uuid] = ch
+        self.peak = max(self.peak, len(self.channels))
+        ch.exists = True
+        self.emit(ch, "CHANNEL_OUTGOING", False)
+        self._state(ch, "CS_INIT")
+        self.emit(ch, "CHANNEL_CREATE", True)
+        self.emit(ch, "CHANNEL_ORIGINATE", True)
+        self._state(ch, "CS_ROUTING")
+        self._state(ch, "CS_CONSUME_MEDIA")
+        self.later(ch, self.timeout_delay(timeout), self._no_answer)
+        delay = behaviour.answer_delay_s
+        if behaviour.outcome == "answer":
+            if not ch.is_null:
+                self._ring(ch)
+            if delay <= 0:
+                self._answer(ch)
+            else:
+                self.later(ch, delay, self._answer)
+        elif behaviour.outcome == "no_answer":
+            if not ch.is_null:
+                self._ring(ch)
+        else:
+            if delay > 0:
+                self._ring(ch)
+                self.later(ch, delay, self._refuse)
+            else:
+                self._refuse(ch)
+
+    def _ring(self, ch: Channel) -> None:
+        ch.mark_time("progress")
+        self.emit(ch, "CHANNEL_PROGRESS", True)
+        self._callstate(ch, "RINGING")
+
+    def _no_answer(self, ch: Channel) -> None:
+        if ch.answered:
+            return
+        sip = None if ch.is_null else {"sip_hangup_disposition": "send_cancel"}
+        self.hangup(ch, "NO_ANSWER", sip_vars=sip, job_early=True)
+
+    def _refuse(self, ch: Channel) -> None:
+        status = ch.behaviour.failure_status()
+        cause = SIP_CAUSES.get(status, "NORMAL_TEMPORARY_FAILURE")
+        self.hangup(ch, cause, sip_vars={
+            "sip_hangup_disposition": "recv_refuse",
+            "sip_invite_failure_status": str(status),
+            "sip_invite_failure_phrase": SIP_PHRASES.get(status, "Failure"),
+            "sip_term_status": str(status),
+            "proto_specific_hangup_cause": f"sip:{status}",
+            "sip_term_cause": str(CAUSE_CODES.get(cause, 41)),
+        })
+
+    def _answer(self, ch: Channel) -> None:
+        if ch.answered or ch.hung:
+            return
+        if not ch.is_null:
+            ch.set_codec(*_SIP_CODEC)
+            self.emit(ch, "CODEC", False, with_caller=False)
+            self.emit(ch, "CODEC", False, with_caller=False, calling="CODEC_WRITE")
+        ch.answered = True
+        ch.answer_state = "answered"
+        ch.mark_time("answered")
+        self.emit(ch, "CHANNEL_ANSWER", True)
+        self._callstate(ch, "ACTIVE")
+        ch.flip_cid()
+        ch.update_vars({"endpoint_disposition": "ANSWER"})
+        self.emit(ch, "CALL_UPDATE", True, before=[("Direction", "RECV")])
+        ch.finishing = True
+        if ch.behaviour.bye_after_answer_s is not None:
+            self.later(ch, ch.behaviour.bye_after_answer_s, self.far_end_bye)
+        delay = self.sim.config.originate_finish_delay_s
+        if delay <= 0:
+            self._finish(ch)
+        else:
+            self.later(ch, delay, self._finish)
+
+    def _finish(self, ch: Channel) -> None:
+        """The originate returns: BACKGROUND_JOB +OK, then the application (park) runs."""
+        if not ch.finishing or ch.hung:
+            return
+        ch.finishing = False
+        self.finish_job(ch.job, f"+OK {ch.uuid}\n")
+        for app, data in ch.pending_apps:  # uuid_broadcast that arrived inside the originate
+            self._exec(ch, app, data)
+            self._exec_complete(ch, app, data, "PLAYBACK ERROR")
+            self._private_command(ch, app, data)
+        ch.pending_apps.clear()
+        self._state(ch, "CS_EXECUTE")
+        ch.app_response = "_none_"
+        ch.set_var("current_application", ch.app)
+        self._exec(ch, ch.app, ch.app_data)
+        ch.parked = True
+        if ch.app == "park":
+            self.emit(ch, "CHANNEL_PARK", True)
+            self._arm_park_timeout(ch)
+
+    def _arm_park_timeout(self, ch: Channel) -> None:
+        spec = ch.vars.get("park_timeout")
+        if not spec:
+            return
+        seconds, _, cause = spec.partition(":")
+        try:
+            secs = int(seconds)
+        except ValueError:
+            return
+        if secs > 0:
+            self.later(ch, self.timeout_delay(secs),
+                       lambda c: self.hangup(c, normalize_cause(cause)))
+
+    # ---- applications --------------------------------------------------------------------
+
+    def _exec(self, ch: Channel, app: str, data: str) -> None:
+        after = [("Application", app)]
+        if data:
+            after.append(("Application-Data", data))
+        after.append(("Application-UUID", str(uuidlib.uuid4())))
+        self.emit(ch, "CHANNEL_EXECUTE", True, after=after)
+
+    def _exec_complete(self, ch: Channel, app: str, data: str, response: str) -> None:
+        after = [("Application", app)]
+        if data:
+            after.append(("Application-Data", data))
+        after += [("Application-Response", response),
+                  ("Application-UUID", str(uuidlib.uuid4()))]
+        self.emit(ch, "CHANNEL_EXECUTE_COMPLETE", True, after=after)
+
+    def _private_command(self, ch: Channel, app: str, data: str) -> None:
+        factory = self.sim.factory
+        cmd_seq = factory.next_seq()
+        seq = factory.next_seq()
+        if not self.sim.wants("PRIVATE_COMMAND"):
+            return
+        segments = factory.head("COMMAND", cmd_seq)
+        segments.append(make_segment([("call-command", "execute"), ("execute-app-name", app),
+                                      ("execute-app-arg", data), ("event-lock", "true"),
+                                      ("lead-frames", "5")]))
+        segments += factory.head("PRIVATE_COMMAND", seq)
+        segments += ch.segments(False)
+        self.sim.publish(OutEvent("PRIVATE_COMMAND", segments))
+
+    def broadcast(self, ch: Channel, path: str) -> None:
+        app, sep, data = path.partition("::")
+        if not sep:
+            app, data = "playback", path
+        if not (ch.parked or ch.bridged):
+            ch.pending_apps.append((app, data))
+            return
+        if app == "hangup":
+            self.hangup(ch, normalize_cause(data))
+            return
+        if ch.playback is not None:
+            self.stop_playback(ch)
+        ch.update_vars({"current_application_data": data, "current_application": app})
+        self._exec(ch, app, data)
+        if app == "playback":
+            ch.playback = data
+            self.emit(ch, "PLAYBACK_START", True,
+                      after=[("Playback-File-Type", data.split(":", 1)[0]),
+                             ("Playback-File-Path", data)])
+        else:
+            self._exec_complete(ch, app, data, "_none_")
+
+    def stop_playback(self, ch: Channel) -> None:
+        data = ch.playback
+        if data is None:
+            return
+        ch.playback = None
+        self.emit(ch, "PLAYBACK_STOP", True,
+                  after=[("Playback-File-Type", data.split(":", 1)[0]),
+                         ("Playback-File-Path", data), ("Playback-Status", "done")])
+        ch.app_response = "PLAYBACK ERROR"
+        ch.set_var("current_application_response", "PLAYBACK ERROR")
+        self._exec_complete(ch, "playback", data, "PLAYBACK ERROR")
+        self._private_command(ch, "playback", data)
+
+    # ---- bridge --------------------------------------------------------------------------
+
+    def can_bridge(self, a: Channel | None, b: Channel | None) -> bool:
+        return (a is not None and b is not None and a is not b and a.answered and b.answered
+                and not a.hung and not b.hung and not a.bridged and not b.bridged)
+
+    def _leave_app(self, ch: Channel) -> bool:
+        race = ch.finishing
+        if ch.playback is not None:
+            self.stop_playback(ch)
+        if ch.parked:
+            if ch.app == "park":
+                self.emit(ch, "CHANNEL_UNPARK", True)
+            self._exec_complete(ch, ch.app, ch.app_data, ch.app_response)
+            ch.parked = False
+        ch.finishing = False
+        self._state(ch, "CS_HIBERNATE")
+        self._state(ch, "CS_RESET")
+        if race:
+            ch.pending_apps.clear()
+            self.finish_job(ch.job, "-ERR ORIGINATOR_CANCEL\n")
+        return race
+
+    def bridge(self, a: Channel, b: Channel) -> None:
+        self._leave_app(a)
+        b_race = self._leave_app(b)
+        a.link(b, "originatee")
+        b.link(a, "originator")
+        a.update_vars({"bridge_channel": b.name, "bridge_uuid": b.uuid, "signal_bond": b.uuid})
+        b.update_vars({"bridge_channel": a.name, "bridge_uuid": a.uuid, "signal_bond": a.uuid})
+        self._state(a, "CS_SOFT_EXECUTE")
+        self._state(b, "CS_SOFT_EXECUTE")
+        self._exec(a, "uuid_bridge", b.uuid)
+        self._exec(b, "uuid_bridge", a.uuid)
+        a.bridged = b.bridged = True
+        a.bridge_a, b.bridge_a = True, False
+        a.app = b.app = "uuid_bridge"
+        a.mark_time("bridged")
+        b.mark_time("bridged")
+        self.emit(a, "CHANNEL_BRIDGE", True,
+                  before=[("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)])
+        if b_race and not b.is_null:
+            self._state(b, "CS_CONSUME_MEDIA")
+        self._state(b, "CS_EXCHANGE_MEDIA")
+        for leg in (a, b):
+            if not leg.is_null:
+                self.emit(leg, "CALL_UPDATE", True, before=[("Direction", "SEND")])
+                if leg.behaviour.talk_s is not None:
+                    self.later(leg, leg.behaviour.talk_s, self.far_end_bye)
+
+    # ---- hangup --------------------------------------------------------------------------
+
+    def far_end_bye(self, ch: Channel) -> None:
+        self.hangup(ch, "NORMAL_CLEARING", sip_vars={
+            "sip_term_status": "200", "sip_term_cause": "16",
+            "sip_hangup_disposition": "recv_bye"})
+
+    def hangup(self, ch: Channel, cause: str, sip_vars: dict[str, str] | None = None,
+               job_early: bool = False) -> None:
+        if ch.hung or ch.gone:
+            return
+        ch.hung = True
+        self._cancel_timers(ch)
+        ch.hangup_cause = cause
+        ch.answer_state = "hangup"
+        ch.mark_time("hangup")
+        if sip_vars:
+            ch.update_vars(sip_vars)
+        elif not ch.is_null:
+            ch.set_var("sip_hangup_disposition", "send_bye" if ch.answered else "send_cancel")
+        self.emit(ch, "CHANNEL_HANGUP", True)
+        partner = ch.other if ch.bridged else None
+        if ch.bridged and ch.bridge_a:
+            self._unbridge(ch)
+        ch.bridged = False
+        if job_early:
+            self.finish_job(ch.job, f"-ERR {cause}\n")
+        if ch.playback is not None:
+            self.stop_playback(ch)
+        if ch.parked:
+            if ch.app == "park":
+                self.emit(ch, "CHANNEL_UNPARK", True)
+            self._exec_complete(ch, ch.app, ch.app_data, ch.app_response)
+            ch.parked = False
+        self._state(ch, "CS_HANGUP")
+        self._callstate(ch, "HANGUP")
+        self._state(ch, "CS_REPORTING")
+        ch.update_vars({"hangup_cause": cause,
+                        "hangup_cause_q850": str(CAUSE_CODES.get(cause, 16))})
+        self.emit(ch, "CHANNEL_HANGUP_COMPLETE", True, before=[("Hangup-Cause", cause)])
+        self.finish_job(ch.job, f"-ERR {cause}\n")
+        self.emit(ch, "CHANNEL_DESTROY", True)
+        self._state(ch, "CS_DESTROY")
+        ch.gone = True
+        if self.channels.get(ch.uuid) is ch:
+            del self.channels[ch.uuid]
+        if partner is not None and not partner.hung:
+            partner.set_var("last_bridge_hangup_cause", cause)
+            if partner.bridge_a:
+                self._unbridge(partner)
+                self._state(partner, "CS_EXECUTE")
+            partner.bridged = False
+            self.hangup(partner, "NORMAL_CLEARING")
+
+    def _unbridge(self, ch: Channel) -> None:
+        other = ch.other
+        before = [("Bridge-A-Unique-ID", ch.uuid)]
+        if other is not None:
+            before.append(("Bridge-B-Unique-ID", other.uuid))
+            ch.set_var("last_bridge_to", other.uuid)
+        self.emit(ch, "CHANNEL_UNBRIDGE", True, before=before)
+
+    def drop_all(self) -> None:
+        """A crash: every channel disappears without a single event."""
+        for ch in list(self.channels.values()):
+            self._cancel_timers(ch)
+            ch.gone = True
+        self.channels.clear()
