@@ -206,6 +206,12 @@ def _cancel(cb: Callback, ts: float, reason: str) -> list[Action]:
     if cb.final:
         return []
     actions: list[Action] = []
+    if cb.state == "bridged":
+        # They are talking: hang up; the hangup completes the call with its talk time.
+        cb.note(ts, "hangup_requested", reason=reason)
+        for name in ("A", "B"):
+            actions += _kill(cb, name, "NORMAL_CLEARING")
+        return actions
     for name in ("A", "B"):
         actions += _kill(cb, name)
     return actions + _finish(cb, "cancelled", reason, ts)

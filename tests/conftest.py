@@ -40,3 +40,16 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server
+
+
+@pytest.fixture
+def stack(redis_url: str):
+    """fsctl running against the simulator, or a real FreeSWITCH with FSCTL_TEST_ESL."""
+    from stack import Stack
+    from support import esl_target
+
+    s = Stack(redis_url, esl_target())
+    try:
+        yield s
+    finally:
+        s.close()

@@ -249,3 +249,13 @@ def test_apply_on_a_copy_leaves_the_original() -> None:
     clone = copy.deepcopy(cb)
     apply(clone, Start(0.0))
     assert cb.state == "queued" and clone.state == "dialing"
+
+
+def test_cancel_while_bridged_hangs_up_and_completes() -> None:
+    cb = make()
+    run(cb, [Start(0.0)] + answered("A", 1.0) + answered("B", 2.0) + [LegSignal("A", "bridged", 3)])
+    acts = run(cb, [Cancel(5.0)])
+    assert acts == [Kill("A", UA, "NORMAL_CLEARING"), Kill("B", UB, "NORMAL_CLEARING")]
+    assert cb.state == "bridged"
+    acts = run(cb, [LegSignal("A", "hangup", 5.1, cause="NORMAL_CLEARING")])
+    assert cb.state == "completed" and cb.talk_time_s == 2.1

@@ -1,0 +1,56 @@
+"""Request validation shared by the API and the redis-cli path."""
+
+from __future__ import annotations
+
+import pytest
+from marshmallow import ValidationError
+
+from fsctl import settings as settings_mod
+from fsctl.schemas import REQUEST_SCHEMA, build_callback, present
+
+SEED = {"leg_A": {"to": "1000123", "from": "1000125"}, "leg_B": {"to": "1000125", "from": "1000123"}}
+
+
+def test_seed_request_builds_a_queued_callback() -> None:
+    s = settings_mod.load({})
+    cb = build_callback(REQUEST_SCHEMA.load(SEED), s, now=100.0)
+    assert cb.state == "queued" and cb.mode == "sequential" and cb.first == "A"
+    assert (cb.legs["A"].to, cb.legs["A"].from_) == ("1000123", "1000125")
+    assert cb.legs["A"].uuid != cb.legs["B"].uuid and len(cb.id) == 32
+    assert cb.legs["A"].ring_timeout_s == s.ring_timeout_s
+    view = present(cb)
+    assert view["legs"]["B"]["from"] == "1000123" and view["history"][0]["state"] == "queued"
+
+
+def test_from_defaults_to_the_other_legs_number() -> None:
+    req = REQUEST_SCHEMA.load({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"},
+                               "mode": "simultaneous", "first": "B"})
+    cb = build_callback(req, settings_mod.load({}))
+    assert cb.legs["A"].from_ == "1000125" and cb.legs["B"].from_ == "1000123"
+    assert (cb.mode, cb.first) == ("simultaneous", "B")
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"leg_A": {"to": "1000123"}}, "leg_B"),
+    ({"leg_A": {"to": "10 00"}, "leg_B": {"to": "1000125"}}, "leg_A"),
+    ({"leg_A": {"to": "1000123", "x": 1}, "leg_B": {"to": "1000125"}}, "leg_A"),
+    ({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}, "mode": "parallel"}, "mode"),
+    ({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}, "first": "C"}, "first"),
+    ({"leg_A": {"to": "1000123", "ring_timeout": "30"}, "leg_B": {"to": "1000125"}}, "leg_A"),
+    ({"leg_A": {"to": "1000123", "ring_timeout": 1}, "leg_B": {"to": "1000125"}}, "leg_A"),
+    ({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000123"}}, "leg_B"),
+    ({"leg_A": {"to": "1000123", "caller_id_name": "x,a=b"}, "leg_B": {"to": "1000125"}}, "leg_A"),
+    ({"leg_A": {"to": 1000123}, "leg_B": {"to": "1000125"}}, "leg_A"),
+    ({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}, "extra": True}, "extra"),
+])
+def test_bad_requests_name_the_field(body: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        REQUEST_SCHEMA.load(body)
+    assert field in err.value.messages
+
+
+def test_unknown_route_is_a_field_error() -> None:
+    req = REQUEST_SCHEMA.load({"leg_A": {"to": "1000123", "route": "nope"}, "leg_B": {"to": "1000125"}})
+    with pytest.raises(ValidationError) as err:
+        build_callback(req, settings_mod.load({}))
+    assert "route" in err.value.messages["leg_A"]
