@@ -255,9 +255,6 @@ class CallModel:
         ch.mark_time("answered")
         self.emit(ch, "CHANNEL_ANSWER", True)
         self._callstate(ch, "ACTIVE")
-        ch.flip_cid()
-        ch.update_vars({"endpoint_disposition": "ANSWER"})
-        self.emit(ch, "CALL_UPDATE", True, before=[("Direction", "RECV")])
         ch.finishing = True
         if ch.behaviour.bye_after_answer_s is not None:
             self.later(ch, ch.behaviour.bye_after_answer_s, self.far_end_bye)
@@ -272,6 +269,9 @@ class CallModel:
         if not ch.finishing or ch.hung:
             return
         ch.finishing = False
+        ch.flip_cid()
+        ch.update_vars({"endpoint_disposition": "ANSWER"})
+        self.emit(ch, "CALL_UPDATE", True, before=[("Direction", "RECV")])
         self.finish_job(ch.job, f"+OK {ch.uuid}\n")
         for app, data in ch.pending_apps:  # uuid_broadcast that arrived inside the originate
             self._exec(ch, app, data)
