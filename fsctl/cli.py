@@ -67,10 +67,10 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def cmd_simulate(argv: list[str]) -> int:
     from .simulator import main as sim_main
 
-    return sim_main(args.rest)
+    return sim_main(argv)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -82,15 +82,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     var = Path(args.var).resolve()
     try:
         if not env.get("FSCTL_REDIS_URL"):
-            procs.append(("redis", start_redis(6379, var / "redis")))
-            env["FSCTL_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+            procs.append(("redis", start_redis(args.redis_port, var / "redis")))
+            env["FSCTL_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"
         if not env.get("FSCTL_ESL_HOST"):
-            env["FSCTL_ESL_HOST"], env["FSCTL_ESL_PORT"] = "127.0.0.1", "8021"
+            port = str(args.esl_port)
+            env["FSCTL_ESL_HOST"], env["FSCTL_ESL_PORT"] = "127.0.0.1", port
             env["FSCTL_ESL_PASSWORD"] = secrets.token_urlsafe(18)
+            env.pop("FSCTL_ESL_USER", None)
             procs.append(("simulator", subprocess.Popen(
                 [sys.executable, "-m", "fsctl", "simulate", "--host", "127.0.0.1",
-                 "--port", "8021", "--password-env", "FSCTL_ESL_PASSWORD"], env=env)))
-            wait_port("127.0.0.1", 8021, 10)
+                 "--port", port, "--password-env", "FSCTL_ESL_PASSWORD"], env=env)))
+            wait_port("127.0.0.1", args.esl_port, 10)
         procs.append(("api", subprocess.Popen([sys.executable, "-m", "fsctl", "api"], env=env)))
         procs.append(("worker", subprocess.Popen([sys.executable, "-m", "fsctl", "worker"],
                                                  env=env)))
@@ -149,11 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("api", help="serve the HTTP API").set_defaults(func=cmd_api)
     sub.add_parser("worker", help="drive callbacks through FreeSWITCH").set_defaults(
         func=cmd_worker)
-    p = sub.add_parser("simulate", help="run the FreeSWITCH simulator", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_simulate)
+    sub.add_parser("simulate", help="run the FreeSWITCH simulator (see fsctl simulate -h)",
+                   add_help=False)
     p = sub.add_parser("run", help="start redis, simulator, API and worker (embedded default)")
     p.add_argument("--var", default="var", help="data directory for the embedded redis")
+    p.add_argument("--redis-port", type=int, default=6379,
+                   help="port of the embedded redis (when FSCTL_REDIS_URL is unset)")
+    p.add_argument("--esl-port", type=int, default=8021,
+                   help="port of the simulator (when FSCTL_ESL_HOST is unset)")
     p.set_defaults(func=cmd_run)
     default_url = f"http://127.0.0.1:{os.environ.get('FSCTL_API_PORT', '8080')}"
     p = sub.add_parser("call", help="POST a callback to the API")
@@ -167,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id")
     p.add_argument("--url", default=default_url)
     p.set_defaults(func=cmd_status)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        return cmd_simulate(argv[1:])  # its own parser: fsctl simulate -h
     args = parser.parse_args(argv)
     _logging()
     try:

@@ -128,19 +128,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     else:
         doc = EMBEDDED_ROUTES
     default_route, routes = parse_routes(doc)
+    d = Settings()
     return Settings(
-        redis_url=env.get("FSCTL_REDIS_URL") or Settings.redis_url,
-        redis_prefix=env.get("FSCTL_REDIS_PREFIX") or Settings.redis_prefix,
-        esl_host=env.get("FSCTL_ESL_HOST") or Settings.esl_host,
-        esl_port=_int(env, "FSCTL_ESL_PORT", Settings.esl_port, 1, 65535),
+        redis_url=env.get("FSCTL_REDIS_URL") or d.redis_url,
+        redis_prefix=env.get("FSCTL_REDIS_PREFIX") or d.redis_prefix,
+        esl_host=env.get("FSCTL_ESL_HOST") or d.esl_host,
+        esl_port=_int(env, "FSCTL_ESL_PORT", d.esl_port, 1, 65535),
         esl_password=env.get("FSCTL_ESL_PASSWORD", ""),
         esl_user=env.get("FSCTL_ESL_USER") or None,
         allow_default_password=_bool(env.get("FSCTL_ALLOW_DEFAULT_PASSWORD", "")),
-        api_host=env.get("FSCTL_API_HOST") or Settings.api_host,
-        api_port=_int(env, "FSCTL_API_PORT", Settings.api_port, 1, 65535),
-        ring_timeout_s=_int(env, "FSCTL_RING_TIMEOUT_S", Settings.ring_timeout_s, 5, 300),
-        park_margin_s=_int(env, "FSCTL_PARK_MARGIN_S", Settings.park_margin_s, 1, 600),
-        record_ttl_s=_int(env, "FSCTL_RECORD_TTL_S", Settings.record_ttl_s, 60, 365 * 86400),
+        api_host=env.get("FSCTL_API_HOST") or d.api_host,
+        api_port=_int(env, "FSCTL_API_PORT", d.api_port, 1, 65535),
+        ring_timeout_s=_int(env, "FSCTL_RING_TIMEOUT_S", d.ring_timeout_s, 5, 300),
+        park_margin_s=_int(env, "FSCTL_PARK_MARGIN_S", d.park_margin_s, 1, 600),
+        record_ttl_s=_int(env, "FSCTL_RECORD_TTL_S", d.record_ttl_s, 60, 365 * 86400),
         default_route=default_route,
         routes=routes,
     )

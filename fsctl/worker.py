@@ -133,7 +133,13 @@ class Worker:
                 gevent.sleep(0.5)
                 continue
             for entry_id, fields in entries:
-                self.take_job(entry_id, fields)
+                try:
+                    self.take_job(entry_id, fields)
+                except redis.RedisError as exc:
+                    log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
+                except Exception as exc:  # noqa: BLE001 - one bad job must not stop the loop
+                    log.exception("job %s: unexpected error", entry_id)
+                    self.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
 
     def take_job(self, entry_id: str, fields: dict[str, str]) -> None:
         """Claim one job: a callback stored by the API, or a redis-cli request."""
@@ -181,7 +187,7 @@ class Worker:
             req = schemas.REQUEST_SCHEMA.load(body)
             cb = schemas.build_callback(
                 req, self.settings, callback_id=uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex)
-        except ValueError as exc:
+        except (ValueError, ValidationError) as exc:
             reason = json.dumps(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             log.warning("job %s: invalid, dead-lettered: %s", entry_id, reason)
             self.store.dead_letter(entry_id, fields, f"invalid request: {reason}")

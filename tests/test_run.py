@@ -1,0 +1,65 @@
+"""`make run`'s embedded default: redis + simulator + API + worker from one command,
+the README's seed request reaching bridged and completed, Ctrl-C stopping everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from stack import SEED
+
+from fsctl.embedded import free_port, wait_port
+
+pytestmark = pytest.mark.integration
+
+
+def http(method: str, url: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.load(resp)
+
+
+def test_embedded_default_runs_the_readme_example(tmp_path: Path) -> None:
+    api_port, redis_port, esl_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSCTL_")}
+    env["FSCTL_API_PORT"] = str(api_port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsctl", "run", "--var", str(tmp_path / "var"),
+         "--redis-port", str(redis_port), "--esl-port", str(esl_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port("127.0.0.1", api_port, 30)
+        base = f"http://127.0.0.1:{api_port}/voice/call/callback"
+        t0 = time.monotonic()
+        rec = http("POST", base, SEED)
+        times: dict[str, float] = {}
+        while time.monotonic() - t0 < 20 and rec["state"] not in ("completed", "failed"):
+            time.sleep(0.05)
+            rec = http("GET", f"{base}/{rec['id']}")
+            times.setdefault(rec["state"], time.monotonic() - t0)
+        print(f"embedded default: state times {times}")
+        assert rec["state"] == "completed", rec
+        assert times["bridged"] < 3.0 and times["completed"] < 15.0  # the issue's promise
+        assert rec["talk_time_s"] > 0
+        assert (tmp_path / "var" / "redis").is_dir()  # data under ./var
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            raise AssertionError("fsctl run did not stop on Ctrl-C") from None
+    assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+    # every child is gone: nothing listens any more
+    for port in (api_port, redis_port, esl_port):
+        with pytest.raises(TimeoutError):
+            wait_port("127.0.0.1", port, 0.2)
