@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import socket as _stdsocket
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -52,7 +53,9 @@ EventHandler = Callable[[wire.Event], None]
 DisconnectHandler = Callable[[str], None]
 
 _STOP = object()  # queued after the last event of a connection
-_RECV_BYTES = 256 * 1024
+_RECV_BYTES = 64 * 1024
+_YIELD_EVERY_S = 0.005  # the reader and the dispatcher never hold the CPU longer than this
+_YIELD_S = 1e-6  # sleep(>0), not sleep(0): only a full loop turn lets greenlets doing I/O run
 _JOB_UUID_RE = re.compile(r"[A-Za-z0-9-]{1,36}")
 _EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_:.-]+")
 _REPLY_TYPES = ("command/reply", "api/response")
@@ -156,17 +159,27 @@ class _Connection(greenswitch.InboundESL):
     def receive_events(self) -> None:
         """The reader greenlet: bytes → frames → replies / event queue, until the end."""
         reason: str | None = None
+        last_yield = time.perf_counter()
         try:
             while reason is None:
                 data = self.sock.recv(_RECV_BYTES)
                 if not data:
-                    clean = self._frames.at_eof()
-                    reason = "closed by FreeSWITCH" + ("" if clean else " in the middle of a frame")
+                    if self.closing:
+                        reason = "closed by client"
+                    elif self._frames.at_eof():
+                        reason = "closed by FreeSWITCH"
+                    else:
+                        reason = "closed by FreeSWITCH in the middle of a frame"
                     break
                 for frame in self._frames.feed(data):
                     reason = self.handle_event(frame)
                     if reason is not None:
                         break
+                # recv() does not yield while data is waiting: without this, a flood of
+                # events would starve command waiters, the dispatcher and all other I/O.
+                if time.perf_counter() - last_yield > _YIELD_EVERY_S:
+                    gevent.sleep(_YIELD_S)
+                    last_yield = time.perf_counter()
         except ProtocolError as exc:
             log.error("ESL %s:%s sent bytes that are not ESL: %s", self.host, self.port, exc)
             reason = f"protocol error: {exc}"
@@ -199,8 +212,12 @@ class _Connection(greenswitch.InboundESL):
 
     def process_events(self) -> None:
         """The dispatcher greenlet: one event at a time, in arrival order."""
+        queue, last_yield = self._esl_event_queue, time.perf_counter()
         while True:
-            event = self._esl_event_queue.get()
+            if queue.qsize() and time.perf_counter() - last_yield > _YIELD_EVERY_S:
+                gevent.sleep(_YIELD_S)  # CPU-bound handlers must not starve the reader
+                last_yield = time.perf_counter()
+            event = queue.get()
             if event is _STOP:
                 break
             for handler in self.event_handlers["*"]:
@@ -226,7 +243,8 @@ class _Connection(greenswitch.InboundESL):
         self.connected = False
         self._run = False
         if self.established:
-            log.warning("ESL %s:%s disconnected: %s", self.host, self.port, reason)
+            log.log(logging.INFO if self.closing else logging.WARNING,
+                    "ESL %s:%s disconnected: %s", self.host, self.port, reason)
         if self.sock is not None:
             self.sock.close()  # wakes the reader's recv with an error
         waiters, self._commands_sent = self._commands_sent, deque()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -519,24 +521,78 @@ def test_handler_exception_is_logged_and_dispatch_goes_on(make, caplog):
     assert client.connected
 
 
-def test_slow_handler_does_not_delay_replies(make):
+@pytest.mark.parametrize("blocking", [False, True], ids=["yielding", "cpu-bound"])
+def test_slow_handler_does_not_delay_replies(make, blocking):
     inner = b"Event-Name: HEARTBEAT\nUnique-ID: x\n\n"
-    _, client = make(lambda p: (p.auth(), p.send(event_frame(inner) * 500), p.serve()),
+    _, client = make(lambda p: (p.auth(), p.send(event_frame(inner) * 300), p.serve()),
                      connect=False)
     seen, slow = [], [True]
 
     def handler(event):
         seen.append(event)
-        if slow[0]:
-            gevent.sleep(0.02)  # 500 events: 10 s if the reader waited for it
+        if slow[0]:  # 300 events: 6 s if the reader waited for the handler
+            if not blocking:
+                gevent.sleep(0.02)
+            end = time.perf_counter() + 0.02
+            while blocking and time.perf_counter() < end:
+                pass  # CPU-bound: never yields
 
     client.on_event(handler)
     client.connect()
     wait_for(lambda: seen)
     t0 = time.monotonic()
-    for i in range(5):
+    for i in range(3):
         assert client.api(f"x{i}") == f"reply to api x{i}"
     assert time.monotonic() - t0 < 0.5
     assert len(seen) < 100
     slow[0] = False
-    wait_for(lambda: len(seen) == 500)
+    wait_for(lambda: len(seen) == 300)
+
+
+FLOOD_SERVER = """
+import socket, sys
+flood = sys.stdin.buffer.read()
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+conn, _ = listener.accept()
+conn.sendall(b"Content-Type: auth/request\\n\\n")
+conn.recv(1024)
+conn.sendall(b"Content-Type: command/reply\\nReply-Text: +OK accepted\\n\\n")
+conn.recv(1024)
+conn.sendall(b"Content-Type: api/response\\nContent-Length: 3\\n\\nUP\\n" + flood)
+conn.recv(1024)
+"""
+
+
+def test_event_flood_does_not_starve_command_replies():
+    """A peer in another process keeps the socket full (like FreeSWITCH): recv() never
+    blocks, so the reader must yield by itself for the reply to reach its waiter."""
+    frames = [f for name in SCENARIOS for f in split_frames((FIXTURES / f"{name}.rx").read_bytes())
+              if b"Content-Type: text/event-plain" in f]
+    total = len(frames) * 6
+    server = subprocess.Popen([sys.executable, "-c", FLOOD_SERVER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    seen = []
+    try:
+        server.stdin.write(b"".join(frames) * 6)
+        server.stdin.close()
+        client = ESLClient("127.0.0.1", int(server.stdout.readline()), "ClueCon")
+        client.on_event(seen.append)
+        client.connect()
+        t0 = time.monotonic()
+        assert client.api("status") == "UP\n"
+        latency, dispatched = time.monotonic() - t0, len(seen)
+        wait_for(lambda: len(seen) == total, timeout=10)
+        client.close()
+    finally:
+        server.kill()
+        server.wait()
+    assert latency < 0.1 and dispatched < total / 2, (latency, dispatched, total)
+
+
+def test_write_timeout_ends_connection(make):
+    _, client = make(lambda p: (p.auth(), gevent.sleep(2)))  # never reads again
+    with pytest.raises(ESLTimeout):
+        client.api("x" * 64_000_000, timeout_s=0.2)
+    assert not client.connected  # part of a command may be on the wire: unusable
+    assert client.disconnect_reason == "write timed out"
