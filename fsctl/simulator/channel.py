@@ -22,6 +22,7 @@ CALLSTATE_NUMBERS = {
     "DOWN": "0", "DIALING": "1", "RINGING": "2", "EARLY": "3", "ACTIVE": "4", "HELD": "5",
     "RING_WAIT": "6", "HANGUP": "7", "UNHELD": "8",
 }
+_STATE_SEGMENTS: dict[tuple[str, str], Segment] = {}
 _TIME_FIELDS = ("answered", "progress", "progress_media", "hangup", "transfer", "resurrect",
                 "bridged")
 
@@ -118,11 +119,15 @@ class Channel:
     # ---- event segments ---------------------------------------------------------------
 
     def state_segment(self) -> Segment:
-        return make_segment([
-            ("Channel-State", self.state),
-            ("Channel-Call-State", self.callstate),
-            ("Channel-State-Number", STATE_NUMBERS.get(self.state, "0")),
-        ])
+        key = (self.state, self.callstate)
+        seg = _STATE_SEGMENTS.get(key)
+        if seg is None:
+            seg = _STATE_SEGMENTS[key] = make_segment([
+                ("Channel-State", self.state),
+                ("Channel-Call-State", self.callstate),
+                ("Channel-State-Number", STATE_NUMBERS.get(self.state, "0")),
+            ])
+        return seg
 
     def id_segment(self) -> Segment:
         if self._id_seg is None:

@@ -169,6 +169,7 @@ class Connection:
                     self.handle(command, headers)
                     if self._closing:
                         break
+                gevent.sleep(0)  # a client flooding commands must not starve the writers
         except OSError as exc:
             log.debug("simulator: connection %d read failed: %s", self.id, exc)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from email.utils import formatdate
 
@@ -61,8 +62,19 @@ _CALLING: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Values made only of these characters are sent as they are (most values are).
+_UNSAFE = '\r\n "#%&+:;<=>?@[\\]^`{|}'
+_SAFE_VALUE = re.compile(
+    "[" + re.escape("".join(chr(b) for b in range(0x20, 0x7F) if chr(b) not in _UNSAFE)) + "]*")
+
+
+def encode_value(value: str) -> str:
+    """wire.url_encode(), with a fast path for values that need no encoding."""
+    return value if _SAFE_VALUE.fullmatch(value) else url_encode(value)
+
+
 def make_segment(pairs: list[tuple[str, str]]) -> Segment:
-    return "".join(f"{k}: {url_encode(v)}\n" for k, v in pairs), pairs
+    return "".join([f"{k}: {encode_value(v)}\n" for k, v in pairs]), pairs
 
 
 def now_us() -> int:
@@ -148,7 +160,7 @@ class EventFactory:
             ]
         )
         self._date_second = -1
-        self._date_strings: tuple[str, str] = ("", "")
+        self._date_cache: Segment = ("", [])
 
     @staticmethod
     def _calling_pairs(kind: str) -> list[tuple[str, str]]:
@@ -162,31 +174,31 @@ class EventFactory:
     def next_seq(self) -> int:
         return next(self._seq)
 
-    def _dates(self, ts_us: int) -> tuple[str, str]:
+    def _dates(self, ts_us: int) -> tuple[str, list[tuple[str, str]]]:
         second = ts_us // 1_000_000
         if second != self._date_second:
             local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
             gmt = formatdate(second, usegmt=True)
             self._date_second = second
-            self._date_strings = (local, gmt)
-        return self._date_strings
+            self._date_cache = make_segment([("Event-Date-Local", local), ("Event-Date-GMT", gmt)])
+        return self._date_cache
 
     def head(self, name: str, seq: int | None = None, ts_us: int | None = None,
              calling: str | None = None) -> list[Segment]:
         """Event-Name, Core-UUID …, Event-Date-*, Event-Calling-*, Event-Sequence."""
         ts = ts_us if ts_us is not None else now_us()
-        local, gmt = self._dates(ts)
+        dates_text, dates_pairs = self._dates(ts)
         seq = seq if seq is not None else self.next_seq()
-        first = make_segment([("Event-Name", name)])
-        dates = make_segment(
-            [
-                ("Event-Date-Local", local),
-                ("Event-Date-GMT", gmt),
-                ("Event-Date-Timestamp", str(ts)),
-            ]
-        )
+        stamp, seq_text = str(ts), str(seq)
         calling_seg = self._calling.get(calling or name, self._calling_default)
-        return [first, self._core, dates, calling_seg, make_segment([("Event-Sequence", str(seq))])]
+        return [
+            (f"Event-Name: {name}\n", [("Event-Name", name)]),
+            self._core,
+            (f"{dates_text}Event-Date-Timestamp: {stamp}\n",
+             dates_pairs + [("Event-Date-Timestamp", stamp)]),
+            calling_seg,
+            (f"Event-Sequence: {seq_text}\n", [("Event-Sequence", seq_text)]),
+        ]
 
     def simple(self, name: str, pairs: list[tuple[str, str]], body: str | None = None,
                seq: int | None = None, ts_us: int | None = None) -> OutEvent:
