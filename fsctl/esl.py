@@ -1,25 +1,16 @@
-"""The inbound event-socket client: greenswitch's InboundESL with every defect removed.
+"""The inbound event-socket client: greenswitch's InboundESL with its defects removed.
 
-greenswitch 0.0.19 stays the connection library (:class:`_Connection` subclasses
-``greenswitch.InboundESL`` and keeps its state: the FIFO of waiting commands, the
-auth event, the event queue and the handler registry), but its reader, dispatcher,
-writer, connect and stop are replaced:
+:class:`_Connection` subclasses ``greenswitch.InboundESL`` (keeping its FIFO of waiting
+commands, auth event, event queue and handler registry) and replaces its reader,
+dispatcher, writer, connect and stop: bytes are ``recv``'d into
+:class:`fsctl.wire.FrameReader`; replies go to the oldest waiting command (a timed-out
+command keeps its slot, so its late reply is dropped); writes are ``sendall`` under one
+lock, built by :func:`fsctl.wire.format_command`; every wait is bounded; EOF, socket or
+parse errors, disconnect notices and rude rejections end the connection and fail every
+waiter at once; events reach the handlers through one dispatcher greenlet.
 
-- the reader ``recv``s bytes into :class:`fsctl.wire.FrameReader` (Content-Length
-  framing, split-then-decode parsing); EOF, a socket error, a parse error, a
-  disconnect notice or a rude rejection end the connection at once;
-- every reply goes to the oldest waiting command (FreeSWITCH answers in order); a
-  command that timed out keeps its slot, so its late reply is dropped, not given to
-  the next command;
-- one lock around ``sendall``; bytes come from :func:`fsctl.wire.format_command`,
-  so CR/LF/NUL never reach the socket;
-- every wait is bounded (``gevent.Timeout``); on disconnect every waiting command
-  fails at once with :class:`ESLDisconnected`;
-- events go through a queue to one dispatcher greenlet: a slow handler delays later
-  events, never the reader or command replies.
-
-An :class:`ESLClient` is single-use: one TCP connection. Reconnecting means building
-a new one; a dead one has no greenlet left and its socket closed.
+An :class:`ESLClient` is single-use (one TCP connection): reconnecting means building a
+new one; a dead one has no greenlet left and its socket closed.
 """
 
 from __future__ import annotations
@@ -99,6 +90,7 @@ class _Connection(greenswitch.InboundESL):
             self.established = True
         except gevent.Timeout as exc:
             if exc is not timer:
+                self._lost("connect interrupted")
                 raise
             self._lost(f"connect timed out after {self.timeout} s")
             raise ESLTimeout(self.lost_reason) from None

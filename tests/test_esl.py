@@ -236,6 +236,15 @@ def test_connect_timeout_without_greeting(make):
     wait_for(lambda: greenlets_dead(client))
 
 
+def test_connect_interrupted_by_caller_timeout_cleans_up(make):
+    _, client = make(lambda p: p.read_command(), connect=False)
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.1):
+            client.connect()
+    wait_for(lambda: greenlets_dead(client))
+    assert client.disconnect_reason == "connect interrupted"
+
+
 def test_connect_refused():
     server = StreamServer(("127.0.0.1", 0), lambda s, a: None)
     server.start()
