@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .model import normalize_cause
+from .config import normalize_cause
 
 if TYPE_CHECKING:
     from .server import Simulator

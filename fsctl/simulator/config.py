@@ -71,6 +71,14 @@ SIP_PHRASES: dict[int, str] = {
     603: "Decline",
 }
 
+def normalize_cause(name: str | None, default: str = "NORMAL_CLEARING") -> str:
+    """Unknown cause names become NORMAL_CLEARING, as switch_channel_str2cause() + uuid_kill."""
+    if not name:
+        return default
+    upper = name.strip().upper()
+    return upper if upper in CAUSE_CODES else default
+
+
 OUTCOMES = ("answer", "busy", "reject", "no_answer", "fail")
 
 

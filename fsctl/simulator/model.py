@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from .apps import AppsMixin
 from .channel import CALLSTATE_NUMBERS, Channel
-from .config import CAUSE_CODES, SIP_CAUSES, SIP_PHRASES, Behaviour
+from .config import CAUSE_CODES, SIP_CAUSES, SIP_PHRASES, Behaviour, normalize_cause
 from .dialstring import ORIGINATE_USAGE, UsageError, parse_originate
-from .events import OutEvent, make_segment, now_us
+from .events import OutEvent, now_us
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -24,14 +25,6 @@ log = logging.getLogger(__name__)
 
 _SIP_CODEC = ("PCMU", "8000", "64000")
 _NULL_CODEC = ("L16", "8000", "128000")
-
-
-def normalize_cause(name: str | None, default: str = "NORMAL_CLEARING") -> str:
-    """Unknown cause names become NORMAL_CLEARING, as switch_channel_str2cause() + uuid_kill."""
-    if not name:
-        return default
-    upper = name.strip().upper()
-    return upper if upper in CAUSE_CODES else default
 
 
 class Job:
@@ -50,7 +43,9 @@ class Job:
         self.done = False
 
 
-class CallModel:
+class CallModel(AppsMixin):
+    """Every live channel and what happens to it; events go out through the simulator."""
+
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.channels: dict[str, Channel] = {}
@@ -299,72 +294,6 @@ class CallModel:
         if secs > 0:
             self.later(ch, self.timeout_delay(secs),
                        lambda c: self.hangup(c, normalize_cause(cause)))
-
-    # ---- applications --------------------------------------------------------------------
-
-    def _exec(self, ch: Channel, app: str, data: str) -> None:
-        after = [("Application", app)]
-        if data:
-            after.append(("Application-Data", data))
-        after.append(("Application-UUID", str(uuidlib.uuid4())))
-        self.emit(ch, "CHANNEL_EXECUTE", True, after=after)
-
-    def _exec_complete(self, ch: Channel, app: str, data: str, response: str) -> None:
-        after = [("Application", app)]
-        if data:
-            after.append(("Application-Data", data))
-        after += [("Application-Response", response),
-                  ("Application-UUID", str(uuidlib.uuid4()))]
-        self.emit(ch, "CHANNEL_EXECUTE_COMPLETE", True, after=after)
-
-    def _private_command(self, ch: Channel, app: str, data: str) -> None:
-        factory = self.sim.factory
-        cmd_seq = factory.next_seq()
-        seq = factory.next_seq()
-        if not self.sim.wants("PRIVATE_COMMAND"):
-            return
-        segments = factory.head("COMMAND", cmd_seq)
-        segments.append(make_segment([("call-command", "execute"), ("execute-app-name", app),
-                                      ("execute-app-arg", data), ("event-lock", "true"),
-                                      ("lead-frames", "5")]))
-        segments += factory.head("PRIVATE_COMMAND", seq)
-        segments += ch.segments(False)
-        self.sim.publish(OutEvent("PRIVATE_COMMAND", segments))
-
-    def broadcast(self, ch: Channel, path: str) -> None:
-        app, sep, data = path.partition("::")
-        if not sep:
-            app, data = "playback", path
-        if not (ch.parked or ch.bridged):
-            ch.pending_apps.append((app, data))
-            return
-        if app == "hangup":
-            self.hangup(ch, normalize_cause(data))
-            return
-        if ch.playback is not None:
-            self.stop_playback(ch)
-        ch.update_vars({"current_application_data": data, "current_application": app})
-        self._exec(ch, app, data)
-        if app == "playback":
-            ch.playback = data
-            self.emit(ch, "PLAYBACK_START", True,
-                      after=[("Playback-File-Type", data.split(":", 1)[0]),
-                             ("Playback-File-Path", data)])
-        else:
-            self._exec_complete(ch, app, data, "_none_")
-
-    def stop_playback(self, ch: Channel) -> None:
-        data = ch.playback
-        if data is None:
-            return
-        ch.playback = None
-        self.emit(ch, "PLAYBACK_STOP", True,
-                  after=[("Playback-File-Type", data.split(":", 1)[0]),
-                         ("Playback-File-Path", data), ("Playback-Status", "done")])
-        ch.app_response = "PLAYBACK ERROR"
-        ch.set_var("current_application_response", "PLAYBACK ERROR")
-        self._exec_complete(ch, "playback", data, "PLAYBACK ERROR")
-        self._private_command(ch, "playback", data)
 
     # ---- bridge --------------------------------------------------------------------------
 

@@ -1,0 +1,92 @@
+"""Applications run on a channel: execute events, playback (uuid_broadcast), PRIVATE_COMMAND."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import TYPE_CHECKING
+
+from .config import normalize_cause
+from .events import OutEvent, make_segment
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .server import Simulator
+
+
+class AppsMixin:
+    """Part of :class:`~fsctl.simulator.model.CallModel` (needs its ``emit`` and ``hangup``)."""
+
+    sim: Simulator
+
+    if TYPE_CHECKING:
+        def emit(self, ch: Channel, name: str, with_vars: bool,
+                 before: list[tuple[str, str]] | None = None,
+                 after: list[tuple[str, str]] | None = None, calling: str | None = None,
+                 with_caller: bool = True) -> None: ...
+
+        def hangup(self, ch: Channel, cause: str, sip_vars: dict[str, str] | None = None,
+                   job_early: bool = False) -> None: ...
+
+    def _exec(self, ch: Channel, app: str, data: str) -> None:
+        after = [("Application", app)]
+        if data:
+            after.append(("Application-Data", data))
+        after.append(("Application-UUID", str(uuidlib.uuid4())))
+        self.emit(ch, "CHANNEL_EXECUTE", True, after=after)
+
+    def _exec_complete(self, ch: Channel, app: str, data: str, response: str) -> None:
+        after = [("Application", app)]
+        if data:
+            after.append(("Application-Data", data))
+        after += [("Application-Response", response),
+                  ("Application-UUID", str(uuidlib.uuid4()))]
+        self.emit(ch, "CHANNEL_EXECUTE_COMPLETE", True, after=after)
+
+    def _private_command(self, ch: Channel, app: str, data: str) -> None:
+        factory = self.sim.factory
+        cmd_seq = factory.next_seq()
+        seq = factory.next_seq()
+        if not self.sim.wants("PRIVATE_COMMAND"):
+            return
+        segments = factory.head("COMMAND", cmd_seq)
+        segments.append(make_segment([("call-command", "execute"), ("execute-app-name", app),
+                                      ("execute-app-arg", data), ("event-lock", "true"),
+                                      ("lead-frames", "5")]))
+        segments += factory.head("PRIVATE_COMMAND", seq)
+        segments += ch.segments(False)
+        self.sim.publish(OutEvent("PRIVATE_COMMAND", segments))
+
+    def broadcast(self, ch: Channel, path: str) -> None:
+        app, sep, data = path.partition("::")
+        if not sep:
+            app, data = "playback", path
+        if not (ch.parked or ch.bridged):
+            ch.pending_apps.append((app, data))
+            return
+        if app == "hangup":
+            self.hangup(ch, normalize_cause(data))
+            return
+        if ch.playback is not None:
+            self.stop_playback(ch)
+        ch.update_vars({"current_application_data": data, "current_application": app})
+        self._exec(ch, app, data)
+        if app == "playback":
+            ch.playback = data
+            self.emit(ch, "PLAYBACK_START", True,
+                      after=[("Playback-File-Type", data.split(":", 1)[0]),
+                             ("Playback-File-Path", data)])
+        else:
+            self._exec_complete(ch, app, data, "_none_")
+
+    def stop_playback(self, ch: Channel) -> None:
+        data = ch.playback
+        if data is None:
+            return
+        ch.playback = None
+        self.emit(ch, "PLAYBACK_STOP", True,
+                  after=[("Playback-File-Type", data.split(":", 1)[0]),
+                         ("Playback-File-Path", data), ("Playback-Status", "done")])
+        ch.app_response = "PLAYBACK ERROR"
+        ch.set_var("current_application_response", "PLAYBACK ERROR")
+        self._exec_complete(ch, "playback", data, "PLAYBACK ERROR")
+        self._private_command(ch, "playback", data)
