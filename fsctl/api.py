@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from http import HTTPStatus
 from typing import Any
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from . import schemas
-from .errors import StoreError
+from .auth import OPEN, Principal, authenticate
+from .callback import Cancel, apply
+from .errors import PolicyDenied, StoreError
 from .model import CALLBACK_STATES, Callback
 from .settings import Settings
-from .store import Store
+from .store import Limits, Refused, Store, connect
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,8 @@ class ApiError(Exception):
         self.code, self.message, self.errors, self.headers = code, message, errors, headers or {}
 
 
-def _payload(code: int, message: str, errors: Any = None) -> dict[str, Any]:
-    from http import HTTPStatus
-
+def error_payload(code: int, message: str, errors: Any = None) -> dict[str, Any]:
+    """``{"code", "status", "message"[, "errors"]}`` — the shape of every error."""
     body: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
     if errors is not None:
         body["errors"] = errors
@@ -50,7 +53,15 @@ def _json(obj: Any, code: int = 200, headers: dict[str, str] | None = None) -> R
     return resp
 
 
-def read_json_body(max_bytes: int) -> Any:
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, counting no further than ``limit + 1``."""
+    if isinstance(value, dict | list) and limit >= 0:
+        items = value.values() if isinstance(value, dict) else value
+        return 1 + max((json_depth(v, limit - 1) for v in items), default=0)
+    return 0
+
+
+def read_json_body(max_bytes: int, max_depth: int) -> Any:
     """The request's JSON body, or an ApiError saying exactly what is wrong with it."""
     ctype = (request.mimetype or "").lower()
     if ctype != "application/json":
@@ -62,45 +73,72 @@ def read_json_body(max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise ApiError(413, f"body exceeds {max_bytes} bytes")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    if json_depth(body, max_depth) > max_depth:
+        raise ApiError(422, f"body nests deeper than {max_depth} levels")
+    return body
 
 
 def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     """The fsctl API application."""
-    from .store import connect
-
     app = Flask("fsctl")
     store = Store(client or connect(settings.redis_url), settings.redis_prefix,
                   settings.record_ttl_s)
     app.extensions["fsctl.store"] = store
 
-    def load_callback(callback_id: str) -> Callback:
+    def principal() -> Principal:
+        return g.principal  # type: ignore[no-any-return]
+
+    def require(permission: str) -> Principal:
+        who = principal()
+        if permission not in who.permissions:
+            raise ApiError(403, f"this token lacks the permission {permission!r}")
+        return who
+
+    def load_own(callback_id: str) -> Callback:
+        """The caller's callback; another token's is as unknown as a missing one."""
         cb = store.get(callback_id) if len(callback_id) <= 64 else None
-        if cb is None:
+        if cb is None or (principal().name is not None and cb.owner != principal().name):
             raise ApiError(404, f"no callback {callback_id!r}")
         return cb
 
+    def limits_for(who: Principal) -> Limits:
+        return Limits(owner=who.name or "_open",
+                      rate_per_minute=who.rate_per_minute or settings.rate_per_minute,
+                      max_live=who.max_live or settings.max_live,
+                      dest_max_per_hour=settings.dest_max_per_hour)
+
+    @app.before_request
+    def _authenticate() -> None:
+        if not request.path.startswith("/voice/"):
+            return
+        if not settings.tokens:
+            g.principal = OPEN
+            return
+        who = authenticate(request.headers.get("Authorization"), settings.tokens)
+        if who is None:
+            reason = ("missing bearer token" if "Authorization" not in request.headers
+                      else "invalid bearer token")
+            raise ApiError(401, reason, headers={"WWW-Authenticate": 'Bearer realm="fsctl"'})
+        g.principal = who
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return _json(_payload(exc.code, exc.message, exc.errors), exc.code, exc.headers)
+        return _json(error_payload(exc.code, exc.message, exc.errors), exc.code, exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
-        return _json(_payload(code, exc.description or ""), code)
+        return _json(error_payload(code, exc.description or ""), code)
 
     @app.errorhandler(redis.RedisError)
-    def _redis_down(exc: redis.RedisError) -> Response:
-        log.error("redis unavailable: %s", exc)
-        return _json(_payload(503, "storage unavailable; nothing was accepted"), 503,
-                     {"Retry-After": "1"})
-
     @app.errorhandler(StoreError)
-    def _store_error(exc: StoreError) -> Response:
-        log.error("store error: %s", exc)
-        return _json(_payload(503, str(exc)), 503, {"Retry-After": "1"})
+    def _storage_down(exc: Exception) -> Response:
+        log.error("storage unavailable: %s", exc)
+        return _json(error_payload(503, "storage unavailable; nothing was accepted"), 503,
+                     {"Retry-After": "1"})
 
     @app.get("/health")
     def health() -> Response:
@@ -111,34 +149,50 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         store.r.ping()
         return _json({"status": "ready"})
 
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        from .openapi import spec
+
+        return _json(spec(settings))
+
     @app.post(BASE)
     def create() -> Response:
-        body = read_json_body(settings.max_body_bytes)
+        who = require("callbacks:create")
+        body = read_json_body(settings.max_body_bytes, settings.max_json_depth)
         if not isinstance(body, dict):
             raise ApiError(422, "body must be a JSON object",
                            {"_schema": ["expected an object with leg_A and leg_B"]})
         try:
             req = schemas.REQUEST_SCHEMA.load(body)
-            cb = schemas.build_callback(req, settings)
+            cb = schemas.build_callback(req, settings, owner=who.name, allowed_routes=who.routes)
         except ValidationError as exc:
             raise ApiError(422, "invalid callback request", exc.messages) from None
-        store.create(cb)
-        log.info("callback %s: accepted (%s, first %s)", cb.id, cb.mode, cb.first)
+        except PolicyDenied as exc:
+            raise ApiError(403, str(exc), exc.errors) from None
+        try:
+            store.create(cb, limits_for(who))
+        except Refused as exc:
+            log.info("callback refused for %s: %s", who.name or "open", exc)
+            raise ApiError(429, str(exc), {"limit": exc.reason},
+                           {"Retry-After": str(exc.retry_after_s)}) from None
+        log.info("callback %s: accepted (%s, first %s, owner %s)", cb.id, cb.mode, cb.first,
+                 who.name)
         return _json(schemas.present(cb), 202, {"Location": f"{BASE}/{cb.id}"})
 
     @app.get(f"{BASE}/<callback_id>")
     def show(callback_id: str) -> Response:
-        return _json(schemas.present(load_callback(callback_id)))
+        require("callbacks:read")
+        return _json(schemas.present(load_own(callback_id)))
 
     @app.delete(f"{BASE}/<callback_id>")
     def cancel(callback_id: str) -> Response:
-        load_callback(callback_id)
-        from .callback import Cancel, apply
+        require("callbacks:cancel")
+        load_own(callback_id)
 
         def cancel_if_queued(cb: Callback) -> bool:
             if cb.state != "queued":
                 return False
-            apply(cb, Cancel(ts=_now()))
+            apply(cb, Cancel(ts=time.time()))
             return True
 
         cb = store.update_if(callback_id, cancel_if_queued)
@@ -151,29 +205,29 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
 
     @app.get(BASE)
     def index() -> Response:
+        who = require("callbacks:read")
         state = request.args.get("state")
+        errors: dict[str, list[str]] = {}
         if state is not None and state not in CALLBACK_STATES:
-            raise ApiError(422, "invalid query", {"state": [f"must be one of {CALLBACK_STATES}"]})
+            errors["state"] = [f"must be one of {', '.join(CALLBACK_STATES)}"]
+        limit, before = 50, None
         try:
             limit = int(request.args.get("limit", "50"))
+            if not 1 <= limit <= LIST_LIMIT_MAX:
+                raise ValueError
+        except ValueError:
+            errors["limit"] = [f"must be a whole number from 1 to {LIST_LIMIT_MAX}"]
+        try:
             before = float(request.args["before"]) if "before" in request.args else None
         except ValueError:
-            raise ApiError(422, "invalid query",
-                           {"limit": ["must be a whole number"],
-                            "before": ["must be a number (created_at)"]}) from None
-        if not 1 <= limit <= LIST_LIMIT_MAX:
-            raise ApiError(422, "invalid query", {"limit": [f"must be 1..{LIST_LIMIT_MAX}"]})
-        items = store.list(state, limit, before)
+            errors["before"] = ["must be a number (a created_at)"]
+        if errors:
+            raise ApiError(422, "invalid query", errors)
+        items = store.list(state, limit, before, owner=who.name)
         page: dict[str, Any] = {"items": [schemas.present(cb) for cb in items]}
         if len(items) == limit:
-            page["next"] = f"{BASE}?limit={limit}&before={items[-1].created_at}" + (
+            page["next"] = f"{BASE}?limit={limit}&before={items[-1].created_at!r}" + (
                 f"&state={state}" if state else "")
         return _json(page)
 
     return app
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import FsctlError
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def cmd_api(_: argparse.Namespace) -> int:
     from .api import create_app
 
     s = settings_mod.load()
+    check_api_exposure(s)
     server = WSGIServer((s.api_host, s.api_port), create_app(s), log=None)
     log.info("API on http://%s:%d", s.api_host, s.api_port)
     import gevent
@@ -44,6 +46,34 @@ def cmd_api(_: argparse.Namespace) -> int:
     gevent.signal_handler(signal.SIGTERM, server.stop)
     gevent.signal_handler(signal.SIGINT, server.stop)
     server.serve_forever()
+    return 0
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_api_exposure(s: Settings) -> None:
+    """An API without tokens is a fraud tool: allow that only on a loopback address."""
+    if not s.tokens:
+        if s.api_host not in LOOPBACK:
+            raise FsctlError(f"refusing to serve an open API on {s.api_host}: configure "
+                             "FSCTL_TOKENS_FILE (see `fsctl token`) or bind to 127.0.0.1")
+        log.warning("no FSCTL_TOKENS_FILE: the API is open to anyone on this host "
+                    "(development mode, loopback only)")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a new random token and the tokens-file entry holding only its hash."""
+    from .auth import PERMISSIONS, TOKEN_NAME_RE, new_token
+
+    if not TOKEN_NAME_RE.fullmatch(args.name):
+        raise FsctlError("token name: 1-32 of a-z 0-9 _ -")
+    token, digest = new_token()
+    entry = {args.name: {"sha256": digest, "permissions": sorted(PERMISSIONS),
+                         "rate_per_minute": 60, "max_live": 20}}
+    print(f"token (give it to the client, it is not stored anywhere): {token}")
+    print("entry for FSCTL_TOKENS_FILE under \"tokens\":")
+    print(json.dumps(entry, indent=2))
     return 0
 
 
@@ -168,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first", default="A", choices=("A", "B"))
     p.add_argument("--url", default=default_url)
     p.set_defaults(func=cmd_call)
+    p = sub.add_parser("token", help="make a new API token (prints it and its hash entry)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_token)
     p = sub.add_parser("status", help="show a callback")
     p.add_argument("id")
     p.add_argument("--url", default=default_url)

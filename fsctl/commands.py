@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .errors import InvalidValue
 
@@ -20,6 +21,9 @@ VAR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 VAR_VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
 CAUSE_RE = re.compile(r"^[A-Z_]{3,40}$")
 ENDPOINT_RE = re.compile(r"^(?:null|user|loopback|error|sofia|freetdm|verto\.rtc)/[A-Za-z0-9._/+-]{1,120}$")
+DIAL_STRING_RE = re.compile(
+    r"^(?:null|user|loopback|error|sofia|freetdm|verto\.rtc)/[A-Za-z0-9._/+@:-]{1,250}$")
+"""A whole dial string after substitution: one endpoint, no lists, no parameters."""
 # A path for uuid_broadcast: an operator-configured tone or file, never user input.
 PLAYBACK_RE = re.compile(r"^[A-Za-z0-9_./:%(),;=+-]{1,200}$")
 
@@ -86,6 +90,15 @@ class RouteTemplate:
         return self.endpoint.replace("{to}", check_number(to))
 
 
+class DialRoute(Protocol):
+    """What originate needs of a route: its variables and its (policy-checked) endpoint."""
+
+    @property
+    def variables(self) -> tuple[tuple[str, str], ...]: ...
+
+    def dial_string(self, to: str) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Dial:
     """Everything needed to originate one leg; every field already validated upstream."""
@@ -96,7 +109,7 @@ class Dial:
     to: str
     caller_id_number: str
     caller_id_name: str | None
-    route: RouteTemplate
+    route: DialRoute
     ring_timeout_s: int
     park_timeout_s: int
 
@@ -120,9 +133,14 @@ def originate(dial: Dial) -> str:
     ]
     if dial.caller_id_name:
         pairs.append(("origination_caller_id_name", check_caller_name(dial.caller_id_name)))
-    pairs.extend(dial.route.variables)
+    for key, value in dial.route.variables:
+        pairs.append((_check(key, VAR_NAME_RE, "variable name"),
+                      _check(value, VAR_VALUE_RE, "variable value")))
     block = ",".join(f"{k}={v}" for k, v in pairs)
-    return f"originate {{{block}}}{dial.route.dial_string(dial.to)} &park()"
+    endpoint = _check(dial.route.dial_string(dial.to), DIAL_STRING_RE, "dial string")
+    if ":_:" in endpoint:
+        raise InvalidValue(f"dial string {endpoint!r} is not allowed")
+    return f"originate {{{block}}}{endpoint} &park()"
 
 
 def uuid_bridge(a: str, b: str) -> str:

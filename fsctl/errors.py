@@ -15,6 +15,14 @@ class InvalidValue(FsctlError):
     """A value failed its allowlist check before it could reach FreeSWITCH."""
 
 
+class PolicyDenied(FsctlError):
+    """A request is well-formed but the destination policy or a permission refuses it."""
+
+    def __init__(self, message: str, errors: dict | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or {}
+
+
 class UnsafeCommand(InvalidValue):
     """A command text that must never be written to the event socket."""
 

@@ -9,8 +9,9 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .commands import CALLER_NAME_RE, NUMBER_RE
-from .errors import InvalidValue
+from .errors import InvalidValue, PolicyDenied
 from .model import MODES, Callback, Leg
+from .policy import DESTINATION_RE
 from .settings import Settings
 
 ROUTE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -26,7 +27,9 @@ class LegRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    to = fields.String(required=True, validate=_NUMBER, metadata={"example": "1000123"})
+    to = fields.String(required=True, metadata={"example": "1000123"}, validate=validate.Regexp(
+        DESTINATION_RE, error="must be 2 to 20 digits (optionally after one '+'), or user@host "
+                              "on a route that allows that host"))
     from_ = fields.String(data_key="from", validate=_NUMBER,
                           metadata={"description": "caller ID shown to this leg; "
                                     "defaults to the other leg's number"})
@@ -60,21 +63,32 @@ REQUEST_SCHEMA = CallbackRequestSchema()
 
 
 def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | None = None,
-                   callback_id: str | None = None, now: float | None = None) -> Callback:
-    """A new queued callback from a validated request; raises ValidationError on a bad route.
+                   callback_id: str | None = None, now: float | None = None,
+                   allowed_routes: frozenset[str] | None = None) -> Callback:
+    """A new queued callback from a validated request.
 
-    fsctl chooses every leg UUID and Job-UUID here, so they are stored before any
-    originate is sent.
+    Raises ValidationError for an unknown route, PolicyDenied for a destination the
+    route's policy (or the caller's route permissions) refuses. fsctl chooses every leg
+    UUID and Job-UUID here, so they are stored before any originate is sent.
     """
     now = time.time() if now is None else now
     errors: dict[str, Any] = {}
+    denied: dict[str, Any] = {}
     legs: dict[str, Leg] = {}
     for name, peer in (("A", "B"), ("B", "A")):
         spec, peer_spec = request[f"leg_{name}"], request[f"leg_{peer}"]
         try:
-            route = settings.route(spec.get("route")).name
+            route_obj = settings.route(spec.get("route"))
         except InvalidValue as exc:
             errors[f"leg_{name}"] = {"route": [str(exc)]}
+            continue
+        route = route_obj.name
+        if allowed_routes is not None and route not in allowed_routes:
+            denied[f"leg_{name}"] = {"route": [f"this token may not use route {route!r}"]}
+            continue
+        reason = route_obj.refusal(spec["to"])
+        if reason:
+            denied[f"leg_{name}"] = {"to": [reason]}
             continue
         legs[name] = Leg(
             to=spec["to"],
@@ -87,6 +101,8 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
         )
     if errors:
         raise ValidationError(errors)
+    if denied:
+        raise PolicyDenied("destination not allowed", denied)
     cb = Callback(
         id=callback_id or uuid.uuid4().hex, legs=legs, mode=request["mode"],
         first=request["first"], created_at=now, updated_at=now, owner=owner,

@@ -11,14 +11,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .commands import RouteTemplate
+from .auth import Token, parse_tokens
 from .errors import ConfigError, InvalidValue
+from .policy import PREMIUM_PREFIXES, Route, parse_route
 
 DEFAULT_ESL_PASSWORD = "ClueCon"
 """FreeSWITCH's vanilla event-socket password: refused unless explicitly allowed."""
 
-EMBEDDED_ROUTES = {"default_route": "default", "routes": {"default": {"template": "user/{to}"}}}
-"""Routes when no FSCTL_ROUTES_FILE is given: every number goes to ``user/<number>``."""
+EMBEDDED_ROUTES = {
+    "default_route": "default",
+    "routes": {"default": {"template": "user/{to}", "allow": [r"\+?[0-9]{4,15}"],
+                           "deny_prefixes": list(PREMIUM_PREFIXES)}},
+}
+"""Routes when no FSCTL_ROUTES_FILE is given: numbers of 4-15 digits go to ``user/<number>``,
+premium-rate prefixes are denied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +65,18 @@ class Settings:
     """How long a finished callback's record is kept in Redis."""
     default_route: str = "default"
     """Route used when a leg names none."""
-    routes: Mapping[str, RouteTemplate] = field(default_factory=dict)
-    """Operator-configured routes: name → dial-string template."""
+    routes: Mapping[str, Route] = field(default_factory=dict)
+    """Operator-configured routes: name → dial-string template and destination policy."""
+    tokens: tuple[Token, ...] = ()
+    """API bearer tokens (hashed); empty: open API, accepted on loopback only."""
+    rate_per_minute: int = 60
+    """Default requests per minute per token (a token's own setting wins)."""
+    max_live: int = 20
+    """Default callbacks not yet finished per token at once."""
+    dest_max_per_hour: int = 6
+    """At most this many callbacks may ring one number per hour (callback bombing)."""
+    max_json_depth: int = 4
+    """Deepest JSON nesting a request body may have."""
 
     def check_esl_password(self) -> None:
         """Refuse the vanilla ClueCon password (and an empty one) unless explicitly allowed."""
@@ -72,30 +88,41 @@ class Settings:
                 "only for a lab FreeSWITCH"
             )
 
-    def route(self, name: str | None) -> RouteTemplate:
+    def route(self, name: str | None) -> Route:
         try:
             return self.routes[name or self.default_route]
         except KeyError:
             raise InvalidValue(f"unknown route {name!r}") from None
 
 
-def parse_routes(doc: Mapping[str, object]) -> tuple[str, dict[str, RouteTemplate]]:
-    """Validate a routes document: ``{"default_route": n, "routes": {n: {"template": t}}}``."""
+def parse_routes(doc: Mapping[str, object]) -> tuple[str, dict[str, Route]]:
+    """Validate a routes document: ``{"default_route": n, "routes": {n: {"template": t, …}}}``."""
     routes_doc = doc.get("routes")
     if not isinstance(routes_doc, Mapping) or not routes_doc:
         raise ConfigError("routes: 'routes' must be a non-empty object")
-    routes: dict[str, RouteTemplate] = {}
+    routes: dict[str, Route] = {}
     for name, spec in routes_doc.items():
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("template"), str):
-            raise ConfigError(f"route {name!r}: needs a string 'template'")
-        try:
-            routes[name] = RouteTemplate.parse(name, spec["template"])
-        except InvalidValue as exc:
-            raise ConfigError(str(exc)) from exc
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"route {name!r}: must be an object")
+        routes[name] = parse_route(name, spec)
     default = doc.get("default_route", next(iter(routes)))
     if default not in routes:
         raise ConfigError(f"default_route {default!r} is not a configured route")
     return str(default), routes
+
+
+def _json_file(env: Mapping[str, str], name: str) -> Mapping[str, object] | None:
+    path = env.get(name)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{name} {path!r}: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{name} {path!r}: must hold a JSON object")
+    return doc
 
 
 def _bool(value: str) -> bool:
@@ -118,16 +145,9 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from the environment (or the mapping given)."""
     env = os.environ if env is None else env
-    routes_file = env.get("FSCTL_ROUTES_FILE")
-    if routes_file:
-        try:
-            with open(routes_file, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"FSCTL_ROUTES_FILE {routes_file!r}: {exc}") from exc
-    else:
-        doc = EMBEDDED_ROUTES
-    default_route, routes = parse_routes(doc)
+    default_route, routes = parse_routes(_json_file(env, "FSCTL_ROUTES_FILE") or EMBEDDED_ROUTES)
+    tokens_doc = _json_file(env, "FSCTL_TOKENS_FILE")
+    tokens = parse_tokens(tokens_doc) if tokens_doc is not None else ()
     d = Settings()
     return Settings(
         redis_url=env.get("FSCTL_REDIS_URL") or d.redis_url,
@@ -144,4 +164,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         record_ttl_s=_int(env, "FSCTL_RECORD_TTL_S", d.record_ttl_s, 60, 365 * 86400),
         default_route=default_route,
         routes=routes,
+        tokens=tokens,
+        rate_per_minute=_int(env, "FSCTL_RATE_PER_MINUTE", d.rate_per_minute, 1, 1_000_000),
+        max_live=_int(env, "FSCTL_MAX_LIVE", d.max_live, 1, 1_000_000),
+        dest_max_per_hour=_int(env, "FSCTL_DEST_MAX_PER_HOUR", d.dest_max_per_hour, 1, 1_000_000),
     )

@@ -9,19 +9,25 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:jobs:dead``       invalid jobs with the payload and the reason (stream)
 - ``<p>:job:<entry-id>``  which callback a redis-cli job became (string)
 - ``<p>:control``         cancel requests for live callbacks (stream)
+- ``<p>:rate:<owner>:<minute>``  API requests of one token in one minute (counter)
+- ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
+- ``<p>:dest:<digits>``   callbacks to one number in the current hour (counter)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from .errors import StoreError
 from .model import CALLBACK_STATES, Callback
+from .policy import digits
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,61 @@ CONTROL_MAXLEN = 10_000
 """Approximate length the control stream is trimmed to."""
 DEAD_MAXLEN = 100_000
 """Approximate length the dead-letter stream is trimmed to."""
+LIVE_MAX_AGE_S = 4 * 3600
+"""A live-set entry older than this is dropped (a callback never takes that long)."""
+DEST_WINDOW_S = 3600
+"""The window of the per-destination cooldown counter."""
+OPEN_OWNER = "_open"
+"""Owner key of callbacks made through the open (token-less) API."""
+
+# Admission and creation in one atomic step, so limits hold across any number of
+# API processes: rate window, live callbacks, destination cooldown, then the record,
+# its indexes and its job. Returns {"ok", entry-id} or {reason, retry-after-s[, index]}.
+_ADMIT = """
+local rate = redis.call('INCR', KEYS[5])
+if rate == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9])) end
+if tonumber(ARGV[4]) >= 0 and rate > tonumber(ARGV[4]) then
+  return {'rate', redis.call('TTL', KEYS[5])}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[8]))
+if tonumber(ARGV[5]) >= 0 and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then
+  return {'live', 5}
+end
+for i = 7, #KEYS do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tonumber(ARGV[6]) >= 0 and n >= tonumber(ARGV[6]) then
+    return {'dest', redis.call('TTL', KEYS[i]), i - 6}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+for i = 7, #KEYS do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[10])) end
+end
+redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+local entry = redis.call('XADD', KEYS[4], '*', 'callback_id', ARGV[2])
+return {'ok', entry}
+"""
+
+
+class Refused(StoreError):
+    """A limit refused the request: ``reason`` is rate, live or dest."""
+
+    def __init__(self, reason: str, retry_after_s: int, detail: str = "") -> None:
+        super().__init__(f"{reason} limit: {detail}".strip())
+        self.reason, self.retry_after_s, self.detail = reason, max(1, retry_after_s), detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one API caller may do; -1 means unlimited."""
+
+    owner: str
+    rate_per_minute: int = -1
+    max_live: int = -1
+    dest_max_per_hour: int = -1
 
 
 class Keys:
@@ -52,6 +113,15 @@ class Keys:
     def job(self, entry_id: str) -> str:
         return f"{self.prefix}:job:{entry_id}"
 
+    def rate(self, owner: str, window: int) -> str:
+        return f"{self.prefix}:rate:{owner}:{window}"
+
+    def live(self, owner: str | None) -> str:
+        return f"{self.prefix}:live:{owner or OPEN_OWNER}"
+
+    def dest(self, number: str) -> str:
+        return f"{self.prefix}:dest:{number}"
+
 
 def _dump(cb: Callback) -> str:
     return json.dumps(cb.to_dict(), separators=(",", ":"))
@@ -70,23 +140,42 @@ class Store:
         self.r = client
         self.keys = Keys(prefix)
         self.record_ttl_s = record_ttl_s
+        self._admit = client.register_script(_ADMIT)
 
     # -- records ------------------------------------------------------------------
 
-    def create(self, cb: Callback) -> str:
-        """Store a new queued callback and enqueue its job atomically; returns the entry id."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.callback(cb.id), _dump(cb), nx=True)
-        pipe.zadd(self.keys.callbacks, {cb.id: cb.created_at})
-        pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at})
-        pipe.xadd(self.keys.jobs, {"callback_id": cb.id})
+    def create(self, cb: Callback, limits: Limits | None = None) -> str:
+        """Admit and store a new queued callback and enqueue its job, atomically.
+
+        Returns the job's entry id; raises :class:`Refused` when a limit says no
+        (nothing is stored then) and StoreError when Redis fails.
+        """
+        limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
+        now = time.time()
+        window = int(now // 60)
+        dests = sorted({digits(leg.to) for leg in cb.legs.values()})
+        keys = [self.keys.callback(cb.id), self.keys.callbacks, self.keys.state(cb.state),
+                self.keys.jobs, self.keys.rate(limits.owner, window), self.keys.live(cb.owner),
+                *[self.keys.dest(d) for d in dests]]
+        args = [_dump(cb), cb.id, cb.created_at, limits.rate_per_minute, limits.max_live,
+                limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S]
         try:
-            created, _, _, entry_id = pipe.execute()
+            reply = self._admit(keys=keys, args=args)
         except redis.RedisError as exc:
             raise StoreError(f"could not store callback {cb.id}: {exc}") from exc
-        if not created:
-            raise StoreError(f"callback {cb.id} exists already")
-        return entry_id
+        verdict = reply[0]
+        if verdict == "ok":
+            return str(reply[1])
+        if verdict == "rate":
+            raise Refused("rate", int(reply[1]) if int(reply[1]) > 0 else 60 - int(now) % 60,
+                          f"more than {limits.rate_per_minute} requests per minute")
+        if verdict == "live":
+            raise Refused("live", int(reply[1]), f"{limits.max_live} callbacks are still live")
+        if verdict == "dest":
+            number = dests[int(reply[2]) - 1]
+            raise Refused("dest", int(reply[1]),
+                          f"{number} was called {limits.dest_max_per_hour} times this hour")
+        raise StoreError(f"callback {cb.id} exists already")
 
     def get(self, callback_id: str) -> Callback | None:
         raw = self.r.get(self.keys.callback(callback_id))
@@ -105,6 +194,8 @@ class Store:
 
     def _queue_save(self, pipe: Any, cb: Callback, previous_state: str | None) -> None:
         pipe.set(self.keys.callback(cb.id), _dump(cb), ex=self.record_ttl_s if cb.final else None)
+        if cb.final:
+            pipe.zrem(self.keys.live(cb.owner), cb.id)
         if previous_state is not None and previous_state != cb.state:
             pipe.zrem(self.keys.state(previous_state), cb.id)
             pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at})

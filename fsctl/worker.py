@@ -38,7 +38,7 @@ from .callback import (
     Start,
     apply,
 )
-from .errors import ESLError, InvalidValue
+from .errors import ESLError, InvalidValue, PolicyDenied
 from .esl import ESLClient
 from .events import EVENT_FILTERS, SUBSCRIBED_EVENTS, ChannelFact, JobFact, translate
 from .model import Callback, other
@@ -187,8 +187,13 @@ class Worker:
             req = schemas.REQUEST_SCHEMA.load(body)
             cb = schemas.build_callback(
                 req, self.settings, callback_id=uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex)
-        except (ValueError, ValidationError) as exc:
-            reason = json.dumps(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        except (ValueError, ValidationError, PolicyDenied) as exc:
+            if isinstance(exc, ValidationError):
+                reason = json.dumps(exc.messages)
+            elif isinstance(exc, PolicyDenied):
+                reason = f"{exc}: {json.dumps(exc.errors)}"
+            else:
+                reason = str(exc)
             log.warning("job %s: invalid, dead-lettered: %s", entry_id, reason)
             self.store.dead_letter(entry_id, fields, f"invalid request: {reason}")
             return None

@@ -3,6 +3,7 @@ simulator (or a real FreeSWITCH) over TCP, the worker, and the API over HTTP."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import time
@@ -18,16 +19,17 @@ from fsctl.simulator import SimConfig, Simulator
 from fsctl.store import Store, connect
 from fsctl.worker import Worker
 
+_TEST_NUMBERS = {"allow": [r"\+?10[0-9]{5,8}"], "deny_prefixes": ["1900"]}
 TEST_ROUTES = {
     "default_route": "answer",
     "routes": {
-        "answer": {"template": "null/{to}"},
-        "ring": {"template": "{null_auto_answer_delay=800}null/{to}"},
-        "slow": {"template": "{null_auto_answer_delay=20000}null/{to}"},
-        "noanswer": {"template": "{null_enable_auto_answer=false}null/{to}"},
-        "busy": {"template": "error/USER_BUSY"},
-        "reject": {"template": "{null_hangup_cause=CALL_REJECTED}null/{to}"},
-        "user": {"template": "user/{to}"},
+        "answer": {"template": "null/{to}", **_TEST_NUMBERS},
+        "ring": {"template": "{null_auto_answer_delay=800}null/{to}", **_TEST_NUMBERS},
+        "slow": {"template": "{null_auto_answer_delay=20000}null/{to}", **_TEST_NUMBERS},
+        "noanswer": {"template": "{null_enable_auto_answer=false}null/{to}", **_TEST_NUMBERS},
+        "busy": {"template": "error/USER_BUSY", **_TEST_NUMBERS},
+        "reject": {"template": "{null_hangup_cause=CALL_REJECTED}null/{to}", **_TEST_NUMBERS},
+        "user": {"template": "user/{to}", **_TEST_NUMBERS},
     },
 }
 """Routes on null/ and error/ endpoints: they behave the same on the simulator and on a
@@ -41,7 +43,8 @@ class Stack:
     """A running fsctl: API + worker on a Redis and an ESL server."""
 
     def __init__(self, redis_url: str, target: tuple[str, int, str] | None,
-                 sim_config: SimConfig | None = None, start_worker: bool = True) -> None:
+                 sim_config: SimConfig | None = None, start_worker: bool = True,
+                 **overrides: Any) -> None:
         self.sim: Simulator | None = None
         if target is None:
             self.sim = Simulator(sim_config or SimConfig(answer_delay_s=0.3, talk_s=1.0),
@@ -52,8 +55,11 @@ class Stack:
         self.settings = Settings(
             redis_url=redis_url, esl_host=host, esl_port=port, esl_password=password,
             allow_default_password=True, default_route=default_route, routes=routes,
-            park_margin_s=5,
+            park_margin_s=5, rate_per_minute=1_000_000, max_live=1_000_000,
+            dest_max_per_hour=1_000_000,
         )
+        if overrides:
+            self.settings = dataclasses.replace(self.settings, **overrides)
         self.redis = connect(redis_url)
         self.store = Store(self.redis, self.settings.redis_prefix)
         self.app = create_app(self.settings, self.redis)
@@ -106,6 +112,11 @@ class Stack:
 
     def get(self, callback_id: str) -> dict[str, Any]:
         code, reply, _ = self.http("GET", f"/voice/call/callback/{callback_id}")
+        assert code == 200, reply
+        return reply
+
+    def get_with(self, path: str, token: str) -> dict[str, Any]:
+        code, reply, _ = self.http("GET", path, headers={"Authorization": f"Bearer {token}"})
         assert code == 200, reply
         return reply
 
