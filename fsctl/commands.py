@@ -27,6 +27,10 @@ DIAL_STRING_RE = re.compile(
 # A path for uuid_broadcast: an operator-configured tone or file, never user input.
 PLAYBACK_RE = re.compile(r"^[A-Za-z0-9_./:%(),;=+-]{1,200}$")
 
+ESL_API_COMMANDS = ("originate", "uuid_bridge", "uuid_kill", "uuid_broadcast", "uuid_exists",
+                    "uuid_getvar", "show", "status", "global_getvar")
+"""Every api/bgapi command fsctl sends: what the restricted ESL user is allowed."""
+
 DEFAULT_RINGBACK = "tone_stream://%(2000,4000,440,480);loops=-1"
 """The US ringback tone played to the answered leg while the other one rings."""
 

@@ -50,7 +50,8 @@ def wait_port(host: str, port: int, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
-def start_redis(port: int, data_dir: Path, *, appendonly: bool = True) -> subprocess.Popen[bytes]:
+def start_redis(port: int, data_dir: Path, *, appendonly: bool = True,
+                extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """Start redis-server on 127.0.0.1:port with its data (AOF everysec) under data_dir."""
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [
@@ -58,6 +59,7 @@ def start_redis(port: int, data_dir: Path, *, appendonly: bool = True) -> subpro
         "--dir", str(data_dir), "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
         "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
+        *extra_args,
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
