@@ -1,0 +1,283 @@
+"""The OpenAPI 3.1 description of the HTTP API, generated from the marshmallow schemas.
+
+Request bodies come from :mod:`fsctl.schemas` (the schemas the API loads with), responses
+from the view schemas below, which mirror :func:`fsctl.schemas.present` and the error
+payload of :mod:`fsctl.api` field for field. apispec's MarshmallowPlugin turns both into
+JSON Schema 2020-12 (``openapi_version="3.1.0"``: nullable is ``type: [T, "null"]``);
+:func:`_to_2020_12` then rewrites the one 3.0-ism it leaves (``example``).
+``tests/test_openapi.py`` validates the document and runs schemathesis against the live API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import INCLUDE, Schema, fields, validate
+
+from . import __version__, schemas
+from .model import CALLBACK_STATES, LEG_STATES, LEG_TIMESTAMPS, MODES
+from .settings import Settings
+
+BASE = "/voice/call/callback"
+LIST_LIMIT_MAX = 200
+"""Mirrors fsctl.api.LIST_LIMIT_MAX (not imported: fsctl.api imports this module)."""
+LIST_LIMIT_DEFAULT = 50
+
+# -- response schemas (mirror fsctl.schemas.present and fsctl.api._payload) ------------------
+
+
+class HistoryEntrySchema(Schema):
+    """One state change of a callback; ``detail`` keys vary with ``event``."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    ts = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    event = fields.String(required=True, metadata={
+        "description": "state, leg, job, hangup_requested, command_failed, …"})
+
+
+class LegViewSchema(Schema):
+    """One leg as the API shows it."""
+
+    to = fields.String(required=True)
+    from_ = fields.String(data_key="from", required=True)
+    caller_id_name = fields.String(required=True, allow_none=True)
+    route = fields.String(required=True)
+    ring_timeout = fields.Integer(required=True, metadata={"description": "seconds"})
+    uuid = fields.UUID(required=True, metadata={
+        "description": "the FreeSWITCH channel UUID, chosen by fsctl"})
+    state = fields.String(required=True, validate=validate.OneOf(LEG_STATES))
+    times = fields.Dict(keys=fields.String(), values=fields.Float(), required=True, metadata={
+        "description": "Unix seconds from FreeSWITCH's event clock, one per step reached: "
+                       + ", ".join(LEG_TIMESTAMPS)})
+    hangup_cause = fields.String(required=True, allow_none=True)
+    sip_status = fields.String(required=True, allow_none=True)
+
+
+class LegsViewSchema(Schema):
+    A = fields.Nested(LegViewSchema, required=True)
+    B = fields.Nested(LegViewSchema, required=True)
+
+
+class CallbackViewSchema(Schema):
+    """A callback: what POST, GET and DELETE answer."""
+
+    id = fields.String(required=True, metadata={"pattern": "^[0-9a-f]{32}$"})
+    state = fields.String(required=True, validate=validate.OneOf(CALLBACK_STATES))
+    outcome = fields.String(required=True, allow_none=True, metadata={
+        "description": "on failure: which leg and why (a_busy, b_no_answer, …)"})
+    mode = fields.String(required=True, validate=validate.OneOf(MODES))
+    first = fields.String(required=True, validate=validate.OneOf(("A", "B")))
+    created_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    updated_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    ended_at = fields.Float(required=True, allow_none=True)
+    talk_time_s = fields.Float(required=True, allow_none=True)
+    legs = fields.Nested(LegsViewSchema, required=True)
+    history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+
+
+class CallbackPageSchema(Schema):
+    """One page of callbacks, newest first."""
+
+    items = fields.List(fields.Nested(CallbackViewSchema), required=True)
+    next = fields.String(metadata={
+        "description": "the next page (present when this page is full)",
+        "pattern": f"^{BASE}\\?"})
+
+
+class ErrorSchema(Schema):
+    """Every error answer has this shape."""
+
+    code = fields.Integer(required=True, metadata={"minimum": 400, "maximum": 599})
+    status = fields.String(required=True, metadata={"description": "the HTTP reason phrase"})
+    message = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "field → list of problems (nested per leg)"})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(("ok", "ready")))
+
+
+# -- the document ------------------------------------------------------------------------------
+
+_ERRORS = {
+    400: "The body is not valid JSON.",
+    401: "Tokens are configured and the request has no valid `Authorization: Bearer` token.",
+    403: "The token lacks the permission this request needs (`callbacks:create`, "
+         "`callbacks:read`, `callbacks:cancel`); on POST also: a route the token may not use, "
+         "or a destination the route's policy refuses (`errors` names the leg).",
+    404: "No such callback.",
+    413: "The body is larger than the accepted maximum.",
+    415: "Content-Type is not application/json.",
+    422: "The request is well-formed but invalid (or its JSON nests too deep); `errors` names "
+         "every bad field.",
+    429: "A rate limit, the limit of live callbacks, or a destination's cooldown is exceeded "
+         "(`errors.limit`: `rate`, `live` or `dest`).",
+    503: "Redis is unreachable; nothing was accepted or changed.",
+}
+_RETRY_AFTER = {"$ref": "#/components/headers/RetryAfter"}
+_AUTH = (401, 403)
+"""What every /voice route may answer when bearer tokens are configured (and 503: Redis)."""
+
+
+def _error(code: int) -> dict[str, Any]:
+    resp: dict[str, Any] = {"$ref": f"#/components/responses/E{code}"}
+    return resp
+
+
+def _responses(ok: dict[int, dict[str, Any]], *errors: int) -> dict[str, Any]:
+    out: dict[str, Any] = {str(code): resp for code, resp in ok.items()}
+    for code in sorted({*errors, *_AUTH, 503}):
+        out[str(code)] = _error(code)
+    return out
+
+
+def _view(description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallbackView"}}},
+            **extra}
+
+
+_REQUEST_EXAMPLES = {
+    "seed": {"summary": "A then B, caller IDs crossed",
+             "value": {"leg_A": {"to": "1000123", "from": "1000125"},
+                       "leg_B": {"to": "1000125", "from": "1000123"}}},
+    "simultaneous": {"summary": "Both at once, with caller-ID names and ring timeouts",
+                     "value": {"leg_A": {"to": "1000123", "caller_id_name": "Sales",
+                                         "ring_timeout": 20},
+                               "leg_B": {"to": "1000125", "caller_id_name": "Customer",
+                                         "ring_timeout": 45},
+                               "mode": "simultaneous"}},
+}
+_CALLBACK_ID = {
+    "name": "callback_id", "in": "path", "required": True,
+    "description": "a callback id (32 hex digits); anything else is 404",
+    "schema": {"type": "string", "minLength": 1},
+}
+_VOICE_SECURITY = [{}, {"bearer": []}]
+"""No auth in loopback dev mode (no tokens configured), a bearer token otherwise."""
+_LINKS = {
+    "GetCallback": {"operationId": "getCallback",
+                    "parameters": {"callback_id": "$response.body#/id"}},
+    "CancelCallback": {"operationId": "cancelCallback",
+                       "parameters": {"callback_id": "$response.body#/id"}},
+}
+
+
+def _to_2020_12(node: Any) -> Any:
+    """``example: x`` (OpenAPI 3.0) → ``examples: [x]`` (JSON Schema 2020-12), recursively."""
+    if isinstance(node, list):
+        return [_to_2020_12(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _to_2020_12(v) for k, v in node.items() if k != "example"}
+    if "example" in node and "examples" not in node:
+        out["examples"] = [node["example"]]
+    return out
+
+
+def spec(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1.0 document of the API served with ``settings``."""
+    doc = APISpec(
+        title="fsctl", version=__version__, openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Voice callback controller for FreeSWITCH: call two parties, "
+                             "bridge them, track every step in Redis.",
+              "license": {"name": "MIT", "identifier": "MIT"}},
+    )
+    doc.components.security_scheme("bearer", {
+        "type": "http", "scheme": "bearer",
+        "description": "Required only when the operator configured API tokens; without "
+                       "tokens (loopback dev mode) no authentication is needed."})
+    doc.components.schema("CallbackRequest", schema=schemas.CallbackRequestSchema)
+    doc.components.schema("CallbackView", schema=CallbackViewSchema)
+    doc.components.schema("CallbackPage", schema=CallbackPageSchema)
+    doc.components.schema("Error", schema=ErrorSchema)
+    doc.components.schema("Health", schema=HealthSchema)
+    doc.components.header("RetryAfter", {
+        "description": "seconds to wait before retrying", "required": True,
+        "schema": {"type": "integer", "minimum": 0}})
+    for code, description in _ERRORS.items():
+        resp: dict[str, Any] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        if code in (429, 503):
+            resp["headers"] = {"Retry-After": _RETRY_AFTER}
+        if code == 401:
+            resp["headers"] = {"WWW-Authenticate": {
+                "required": True, "description": "the bearer challenge",
+                "schema": {"type": "string", "pattern": "^Bearer "}}}
+        doc.components.response(f"E{code}", resp)
+
+    doc.path(path=BASE, operations={
+        "post": {
+            "operationId": "createCallback", "summary": "Request a callback",
+            "description": "Validates the request, stores the record and enqueues its job in one "
+                           "Redis transaction, then answers 202. leg_A.to and leg_B.to must "
+                           f"differ. At most {settings.max_body_bytes} bytes of body, nested at "
+                           f"most {settings.max_json_depth} levels deep. Each leg's route must "
+                           "allow its destination (the operator's policy denies by default).",
+            "security": _VOICE_SECURITY,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/CallbackRequest"},
+                "examples": _REQUEST_EXAMPLES}}},
+            "responses": _responses({202: _view(
+                "Accepted and queued.",
+                headers={"Location": {"required": True, "description": "the callback's URL",
+                                      "schema": {"type": "string",
+                                                 "pattern": f"^{BASE}/[0-9a-f]{{32}}$"}}},
+                links=_LINKS)}, 400, 413, 415, 422, 429),
+        },
+        "get": {
+            "operationId": "listCallbacks", "summary": "List callbacks, newest first",
+            "security": _VOICE_SECURITY,
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "string",
+                                                            "enum": list(CALLBACK_STATES)}},
+                {"name": "limit", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX,
+                    "default": LIST_LIMIT_DEFAULT}},
+                {"name": "before", "in": "query", "description": "created_at of the last item "
+                 "of the previous page (exclusive)", "schema": {"type": "number"}},
+            ],
+            "responses": _responses({200: {
+                "description": "One page; `next` links the following one.",
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/CallbackPage"}}}}}, 422),
+        },
+    })
+    doc.path(path=f"{BASE}/{{callback_id}}", parameters=[_CALLBACK_ID], operations={
+        "get": {
+            "operationId": "getCallback", "summary": "A callback's state, legs and history",
+            "security": _VOICE_SECURITY,
+            "responses": _responses({200: _view("The callback.")}, 404),
+        },
+        "delete": {
+            "operationId": "cancelCallback", "summary": "Cancel or hang up a callback",
+            "description": "Idempotent. A queued callback is cancelled at once (200); for a live "
+                           "one the worker is asked to hang up (202); a finished one is "
+                           "answered as it is (200).",
+            "security": _VOICE_SECURITY,
+            "responses": _responses({
+                200: _view("Finished (cancelled now, or already over)."),
+                202: _view("Cancellation requested; the worker hangs up the live legs.")}, 404),
+        },
+    })
+    health = {"description": "Up.", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Health"}}}}
+    doc.path(path="/health", operations={"get": {
+        "operationId": "health", "summary": "The process is up", "security": [],
+        "responses": {"200": health}}})
+    doc.path(path="/health/ready", operations={"get": {
+        "operationId": "ready", "summary": "Redis is reachable", "security": [],
+        "responses": {"200": {**health, "description": "Ready."}, "503": _error(503)}}})
+    doc.path(path="/openapi.json", operations={"get": {
+        "operationId": "openapi", "summary": "This document", "security": [],
+        "responses": {"200": {"description": "The OpenAPI 3.1 description of this API.",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+    out = doc.to_dict()
+    out["components"]["schemas"] = _to_2020_12(out["components"]["schemas"])
+    return out
