@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+import time
+from typing import IO
 
 import gevent
 from gevent.event import Event as GEvent
 
 from ..errors import ConfigError
-from .config import SimConfig
+from .config import Behaviour, SimConfig
 from .server import LOOPBACK_HOSTS, Simulator
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,66 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds after the bridge before the far end hangs up (<0: never)")
     parser.add_argument("--heartbeat", type=float, default=20.0, help="HEARTBEAT interval (s)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--command-log", metavar="PATH",
+                        help="append every received command to PATH as one JSON line "
+                             "{conn, text, headers, at} (auth secrets are masked)")
+    parser.add_argument("--numbers", metavar="FILE",
+                        help="JSON object: destination number -> behaviour of that far end, "
+                             'e.g. {"1000777": {"outcome": "answer", "answer_delay_s": 8}}')
     return parser
+
+
+def load_numbers(path: str) -> dict[str, Behaviour]:
+    """Per-number behaviours (see :class:`Behaviour`) from a JSON file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--numbers {path!r}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--numbers {path!r}: must hold a JSON object")
+    try:
+        return {str(number): Behaviour(**spec) for number, spec in doc.items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--numbers {path!r}: {exc}") from exc
+
+
+def _masked(text: str) -> str:
+    """A command as it may be logged: the secret of ``auth``/``userauth`` is masked."""
+    word = text.strip().split(" ", 1)[0].lower()
+    if word == "auth":
+        return "auth ****"
+    if word == "userauth":
+        who = text.strip()[9:].partition(":")[0]
+        return f"userauth {who}:****"
+    return text
+
+
+class CommandLog:
+    """Appends every command the simulator receives to a file, one JSON line each."""
+
+    def __init__(self, path: str) -> None:
+        self._fh: IO[str] = open(path, "a", encoding="utf-8")
+
+    def write(self, conn_id: int, text: str, headers: dict[str, str]) -> None:
+        line = json.dumps({"conn": conn_id, "text": _masked(text), "headers": headers,
+                           "at": time.time()}, separators=(",", ":"))
+        self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def attach_command_log(sim: Simulator, log_file: CommandLog) -> None:
+    """Make ``sim`` log every received command to ``log_file`` (besides ``sim.commands``)."""
+    record = sim.record
+
+    def record_and_log(conn_id: int, text: str, headers: dict[str, str]) -> None:
+        record(conn_id, text, headers)
+        log_file.write(conn_id, text, headers)
+
+    sim.record = record_and_log  # type: ignore[method-assign]
 
 
 def resolve_password(env_name: str, allow_default: bool) -> str:
@@ -64,10 +126,18 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"fsctl simulate: {exc}", file=sys.stderr)
         return 2
+    try:
+        numbers = load_numbers(args.numbers) if args.numbers else {}
+        command_log = CommandLog(args.command_log) if args.command_log else None
+    except (ConfigError, OSError) as exc:
+        print(f"fsctl simulate: {exc}", file=sys.stderr)
+        return 2
     config = SimConfig(answer_delay_s=args.answer_delay,
                        talk_s=None if args.talk < 0 else args.talk,
-                       heartbeat_s=args.heartbeat)
+                       heartbeat_s=args.heartbeat, numbers=numbers)
     sim = Simulator(config, host=args.host, port=args.port, password=password)
+    if command_log is not None:
+        attach_command_log(sim, command_log)
     try:
         sim.start()
     except OSError as exc:
@@ -82,4 +152,6 @@ def main(argv: list[str]) -> int:
         for handler in handlers:
             handler.cancel()
         sim.stop()
+        if command_log is not None:
+            command_log.close()
     return 0
