@@ -58,7 +58,16 @@ class CommandFailed:
     leg: str | None = None
 
 
-Input = Start | Cancel | LegSignal | JobDone | CommandFailed
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """FreeSWITCH lost every channel of the callback (it restarted): end it with ``outcome``."""
+
+    ts: float
+    outcome: str
+    cause: str = "SYSTEM_SHUTDOWN"
+
+
+Input = Start | Cancel | LegSignal | JobDone | CommandFailed | Lost
 
 # ---- actions -----------------------------------------------------------------------
 
@@ -115,6 +124,7 @@ _REASONS = {
     "INCOMPATIBLE_DESTINATION": "unreachable",
     "ORIGINATE_ERROR": "originate_error",
     "ORIGINATOR_CANCEL": "cancelled",
+    "LOST": "lost",
 }
 _LIFE_SIGNS = frozenset({"created", "ringing", "early", "answered", "parked"})
 _SIGNAL_STATE = {"created": "ringing", "ringing": "ringing", "early": "early",
@@ -157,6 +167,8 @@ def apply(cb: Callback, event: Input) -> list[Action]:
         return _after_leg_change(cb, event.leg, kind, event.ts)
     if isinstance(event, CommandFailed):
         return _command_failed(cb, event)
+    if isinstance(event, Lost):
+        return _lost(cb, event)
     raise TypeError(f"not a callback input: {event!r}")
 
 
@@ -280,6 +292,18 @@ def _command_failed(cb: Callback, ev: CommandFailed) -> list[Action]:
         actions += _kill(cb, name)
     outcome = f"{ev.leg.lower()}_{ev.what}_error" if ev.leg else f"{ev.what}_error"
     return actions + _finish(cb, "failed", outcome, ev.ts)
+
+
+def _lost(cb: Callback, ev: Lost) -> list[Action]:
+    for name, leg in cb.legs.items():
+        if leg.alive:
+            _leg_signal(cb, LegSignal(name, "hangup", ev.ts, cause=ev.cause))
+    if cb.final:
+        return []
+    if cb.state == "bridged":
+        bridged_at = min(x.times.get("bridged", ev.ts) for x in cb.legs.values())
+        cb.talk_time_s = round(max(0.0, ev.ts - bridged_at), 3)
+    return _finish(cb, "failed", ev.outcome, ev.ts)
 
 
 def _after_leg_change(cb: Callback, name: str, kind: str, ts: float) -> list[Action]:

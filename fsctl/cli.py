@@ -82,17 +82,23 @@ def cmd_worker(_: argparse.Namespace) -> int:
 
     monkey.patch_all()
     import gevent
+    import gevent.event
 
     from . import settings as settings_mod
     from .store import Store, connect
     from .worker import Worker
 
     s = settings_mod.load()
+    s.check_esl_password()
     worker = Worker(s, Store(connect(s.redis_url), s.redis_prefix, s.record_ttl_s))
     worker.start()
-    gevent.signal_handler(signal.SIGTERM, worker._stopping.set)
-    gevent.signal_handler(signal.SIGINT, worker._stopping.set)
-    worker.wait()
+    stop = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    stop.wait()
+    log.info("worker %s: stopping: no new jobs; live calls may finish within %.0fs",
+             worker.name, s.shutdown_grace_s)
+    worker.drain(s.shutdown_grace_s)
     worker.stop()
     return 0
 

@@ -77,6 +77,8 @@ class Callback:
     owner: str | None = None
     job_id: str | None = None
     worker: str | None = None
+    node: str | None = None
+    core_uuid: str | None = None
     bridging: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 

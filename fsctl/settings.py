@@ -49,6 +49,16 @@ class Settings:
     """Bound on connecting and authenticating to FreeSWITCH."""
     esl_command_timeout_s: float = 5.0
     """Bound on waiting for the reply to one ESL command."""
+    esl_ping_s: float = 0.5
+    """Liveness ping interval (and its timeout); two misses declare the connection dead."""
+    worker_name: str | None = None
+    """The worker's consumer name; hostname-pid when unset. Reuse it to resume after a crash."""
+    reclaim_idle_s: float = 10.0
+    """A job whose worker has been silent this long is taken over by another worker."""
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM, how long live calls may go on before the worker leaves them to others."""
+    sweep_interval_s: float = 10.0
+    """How often channels are compared with Redis (orphans hung up, vanished legs ended)."""
     api_host: str = "127.0.0.1"
     """Address the HTTP API listens on."""
     api_port: int = 8080
@@ -129,6 +139,19 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -168,4 +191,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rate_per_minute=_int(env, "FSCTL_RATE_PER_MINUTE", d.rate_per_minute, 1, 1_000_000),
         max_live=_int(env, "FSCTL_MAX_LIVE", d.max_live, 1, 1_000_000),
         dest_max_per_hour=_int(env, "FSCTL_DEST_MAX_PER_HOUR", d.dest_max_per_hour, 1, 1_000_000),
+        esl_ping_s=_float(env, "FSCTL_ESL_PING_S", d.esl_ping_s, 0.1, 10),
+        worker_name=env.get("FSCTL_WORKER_NAME") or None,
+        reclaim_idle_s=_float(env, "FSCTL_RECLAIM_IDLE_S", d.reclaim_idle_s, 1, 3600),
+        shutdown_grace_s=_float(env, "FSCTL_SHUTDOWN_GRACE_S", d.shutdown_grace_s, 0, 3600),
+        sweep_interval_s=_float(env, "FSCTL_SWEEP_INTERVAL_S", d.sweep_interval_s, 0.5, 3600),
     )

@@ -261,6 +261,27 @@ class Store:
             return []
         return [(entry_id, fields) for _stream, entries in reply for entry_id, fields in entries]
 
+    def own_pending(self, consumer: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        """Jobs this consumer name had claimed but not acknowledged (e.g. before a crash)."""
+        reply = self.r.xreadgroup(GROUP, consumer, {self.keys.jobs: "0"}, count=count)
+        if not reply:
+            return []
+        return [(entry_id, fields) for _stream, entries in reply for entry_id, fields in entries
+                if fields]
+
+    def reclaim(self, consumer: str, min_idle_s: float,
+                count: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """Take over jobs whose consumer has been silent for ``min_idle_s`` (a dead worker)."""
+        reply = self.r.xautoclaim(self.keys.jobs, GROUP, consumer, int(min_idle_s * 1000),
+                                  start_id="0-0", count=count)
+        entries = reply[1] if reply else []
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    def touch(self, consumer: str, entry_ids: list[str]) -> None:
+        """Reset the idle time of this worker's jobs: it is alive and still owns them."""
+        if entry_ids:
+            self.r.xclaim(self.keys.jobs, GROUP, consumer, 0, entry_ids, justid=True)
+
     def ack(self, entry_id: str) -> None:
         self.r.xack(self.keys.jobs, GROUP, entry_id)
 

@@ -2,9 +2,14 @@
 
 One gevent process per FreeSWITCH node. It claims jobs from the Redis stream,
 drives each callback's pure state machine with FreeSWITCH's events, executes the
-actions over ESL, and writes the records back to Redis (coalesced).
-No greenlet waits per call: events are dispatched to their callback through
-in-memory indexes by leg UUID and Job-UUID.
+actions over ESL, and writes the records back to Redis (coalesced; a leg's record
+is written before its originate is sent). No greenlet waits per call: events are
+dispatched to their callback through in-memory indexes by leg UUID and Job-UUID.
+
+Jobs are acknowledged only when their callback is final. A worker refreshes its
+jobs' idle time while it lives; the jobs of a dead worker are taken over by
+another after ``reclaim_idle_s`` (or at once by a restart under the same name),
+and live callbacks are adopted after checking their channels, never re-dialled.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import socket
 import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import gevent
 import redis
@@ -39,9 +44,10 @@ from .callback import (
     apply,
 )
 from .errors import ESLError, InvalidValue, PolicyDenied
-from .esl import ESLClient
-from .events import EVENT_FILTERS, SUBSCRIBED_EVENTS, ChannelFact, JobFact, translate
+from .events import ChannelFact, JobFact, translate
 from .model import Callback, other
+from .node import NodeLink
+from .recovery import Recovery
 from .settings import Settings
 from .store import Store
 from .wire import Event
@@ -54,10 +60,10 @@ FLUSH_INTERVAL_S = 0.02
 """How often changed records are written to Redis in one pipeline."""
 JOB_BLOCK_MS = 1000
 """Longest one XREADGROUP waits for a job."""
-JOB_BATCH = 100
+JOB_BATCH = 50
 """Most jobs claimed in one read."""
-FORGET_AFTER_S = 3600.0
-"""A finished callback whose legs never reported hangup is forgotten after this long."""
+REDIS_RETRY_S = 0.5
+"""Pause before retrying after a Redis error (the worker resumes within this of Redis)."""
 
 
 class Worker:
@@ -66,7 +72,9 @@ class Worker:
     def __init__(self, settings: Settings, store: Store, name: str | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.name = name or settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.link = NodeLink(settings, self.on_event, self._on_link_up, self._on_link_down)
+        self.recovery = Recovery(self)
         self.live: dict[str, Callback] = {}
         self.by_uuid: dict[str, tuple[str, str]] = {}
         self.by_job: dict[str, tuple[str, str]] = {}
@@ -74,106 +82,133 @@ class Worker:
         self._dirty: dict[str, tuple[Callback, str]] = {}
         self._to_ack: list[str] = []
         self._stopping = GEvent()
+        self._draining = GEvent()
         self._greenlets: list[gevent.Greenlet] = []
-        self.events: ESLClient | None = None
-        self.cmds: ESLClient | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def _esl(self) -> ESLClient:
-        s = self.settings
-        return ESLClient(s.esl_host, s.esl_port, s.esl_password, user=s.esl_user,
-                         connect_timeout_s=s.esl_connect_timeout_s,
-                         command_timeout_s=s.esl_command_timeout_s)
-
-    def connect(self) -> None:
-        """Open the event and the command connection; subscribe with filters."""
-        self.settings.check_esl_password()
-        self.events, self.cmds = self._esl(), self._esl()
-        self.events.on_event(self.on_event)
-        for conn in (self.events, self.cmds):
-            conn.on_disconnect(self._on_disconnect)
-            conn.connect()
-        for header, value in EVENT_FILTERS:
-            self.events.add_filter(header, value)
-        self.events.subscribe(list(SUBSCRIBED_EVENTS))
-        log.info("worker %s: connected to %s:%s", self.name, self.settings.esl_host,
-                 self.settings.esl_port)
-
     def start(self) -> None:
-        self.store.ensure_group()
-        self.connect()
-        self._greenlets = [gevent.spawn(self._job_loop), gevent.spawn(self._control_loop),
-                           gevent.spawn(self._flush_loop)]
+        """Connect (in the background, with retries) and start every loop."""
+        self._retry_redis(self.store.ensure_group)
+        self.link.start()
+        loops: list[Callable[[], None]] = [self._job_loop, self._control_loop, self._flush_loop,
+                                           self._heartbeat_loop, self._sweep_loop]
+        self._greenlets = [gevent.spawn(loop) for loop in loops]
+
+    def drain(self, grace_s: float) -> None:
+        """Stop claiming jobs; let live callbacks finish for up to ``grace_s``."""
+        self._draining.set()
+        deadline = time.monotonic() + grace_s
+        while self.live and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        if self.live:
+            log.warning("worker %s: %d callbacks still live after %.0fs; leaving them to be "
+                        "taken over", self.name, len(self.live), grace_s)
 
     def stop(self) -> None:
+        self._draining.set()
         self._stopping.set()
         gevent.joinall(self._greenlets, timeout=3)
-        self.flush()
-        for conn in (self.events, self.cmds):
-            if conn is not None:
-                conn.close()
+        try:
+            self.flush()
+        except redis.RedisError as exc:
+            log.error("worker %s: final flush failed: %s", self.name, exc)
+        self.link.stop()
 
     def wait(self) -> None:
         self._stopping.wait()
 
-    def _on_disconnect(self, reason: str) -> None:
-        if not self._stopping.is_set():
-            log.error("worker %s: FreeSWITCH connection lost: %s", self.name, reason)
-            self._stopping.set()
+    def _retry_redis(self, fn: Callable[[], object]) -> None:
+        while not self._stopping.is_set():
+            try:
+                fn()
+                return
+            except redis.RedisError as exc:
+                log.warning("worker %s: redis unavailable: %s", self.name, exc)
+                self._stopping.wait(REDIS_RETRY_S)
+
+    # -- link -----------------------------------------------------------------------
+
+    def _on_link_up(self, core_uuid: str) -> None:
+        if self.link.connects == 1:
+            self._retry_redis(self._resume_own_jobs)
+        self.recovery.reconcile(core_uuid)
+
+    def _on_link_down(self, reason: str) -> None:
+        log.warning("worker %s: not claiming jobs until FreeSWITCH is back (%s)", self.name, reason)
+
+    def _resume_own_jobs(self) -> None:
+        """After a restart under the same name: this worker's unacknowledged jobs first."""
+        for entry_id, fields in self.store.own_pending(self.name):
+            self.take_job(entry_id, fields)
 
     # -- jobs -----------------------------------------------------------------------
 
     def _job_loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self._draining.is_set():
+            if not self.link.up.wait(timeout=1.0):
+                continue
             try:
                 entries = self.store.read_jobs(self.name, JOB_BATCH, JOB_BLOCK_MS)
             except redis.RedisError as exc:
                 log.warning("worker %s: redis read failed: %s", self.name, exc)
-                gevent.sleep(0.5)
+                self._stopping.wait(REDIS_RETRY_S)
                 continue
-            for entry_id, fields in entries:
-                try:
-                    self.take_job(entry_id, fields)
-                except redis.RedisError as exc:
-                    log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
-                except Exception as exc:  # noqa: BLE001 - one bad job must not stop the loop
-                    log.exception("job %s: unexpected error", entry_id)
-                    self.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
+            self._take_all(entries)
+
+    def _take_all(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        for entry_id, fields in entries:
+            try:
+                self.take_job(entry_id, fields)
+            except redis.RedisError as exc:
+                log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
+            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the loop
+                log.exception("job %s: unexpected error", entry_id)
+                self.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
 
     def take_job(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Claim one job: a callback stored by the API, or a redis-cli request."""
+        """Claim one job: start a queued callback, or adopt one a dead worker left live."""
         callback_id = fields.get("callback_id")
         if callback_id is None:
             callback_id = self._create_from_request(entry_id, fields)
             if callback_id is None:
                 return
+        if callback_id in self.live:
+            self.entries[callback_id] = entry_id
+            return
         started: list[Action] = []
+        node, core = self.link.node, self.link.core_uuid
 
         def claim(cb: Callback) -> bool:
             started.clear()
-            if cb.state != "queued":
+            if cb.final:
                 return False
-            cb.worker = self.name
-            cb.job_id = entry_id
-            started.extend(apply(cb, Start(ts=time.time())))
+            if cb.state == "queued":
+                started.extend(apply(cb, Start(ts=time.time())))
+                cb.node, cb.core_uuid = node, core
+            elif cb.node != node:
+                return False  # live on another FreeSWITCH: only that node's worker adopts it
+            cb.worker, cb.job_id = self.name, entry_id
             return True
 
         cb = self.store.update_if(callback_id, claim)
         if cb is None:
             self.store.dead_letter(entry_id, fields, f"no callback record {callback_id!r}")
             return
-        if not started:
-            if cb.final:
-                self.store.ack(entry_id)
-            else:
-                log.warning("callback %s: job %s already started by %s", cb.id, entry_id, cb.worker)
-                self.store.ack(entry_id)
+        if cb.final:
+            self.store.ack(entry_id)
+            return
+        if cb.worker != self.name:
+            log.info("callback %s: live on node %s, not ours (%s)", cb.id, cb.node, node)
             return
         self._adopt(cb, entry_id)
-        self._dirty.setdefault(cb.id, (cb, cb.state))
-        log.info("callback %s: claimed job %s", cb.id, entry_id)
-        self._execute(cb, started)
+        if started:
+            log.info("callback %s: claimed job %s", cb.id, entry_id)
+            self._execute(cb, started)
+        else:
+            log.warning("callback %s: adopting (state %s) from a previous worker", cb.id, cb.state)
+            if self.link.core_uuid is not None:
+                self.recovery.reconcile_one(cb, self.link.core_uuid, time.time())
 
     def _create_from_request(self, entry_id: str, fields: dict[str, str]) -> str | None:
         raw = fields.get("request")
@@ -209,6 +244,7 @@ class Worker:
         for name, leg in cb.legs.items():
             self.by_uuid[leg.uuid] = (cb.id, name)
             self.by_job[leg.job_uuid] = (cb.id, name)
+        self._dirty.setdefault(cb.id, (cb, cb.state))
 
     def _forget(self, cb: Callback) -> None:
         self.live.pop(cb.id, None)
@@ -216,7 +252,27 @@ class Worker:
             self.by_uuid.pop(leg.uuid, None)
             self.by_job.pop(leg.job_uuid, None)
 
-    # -- control --------------------------------------------------------------------
+    # -- background duties ----------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        """Keep our jobs ours (reset their idle time); take over those of dead workers."""
+        period = max(0.5, self.settings.reclaim_idle_s / 3)
+        while not self._stopping.wait(period):
+            try:
+                self.store.touch(self.name, list(self.entries.values()))
+                if not self._draining.is_set() and self.link.up.is_set():
+                    self._take_all(self.store.reclaim(self.name, self.settings.reclaim_idle_s))
+            except redis.RedisError as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.wait(self.settings.sweep_interval_s):
+            if not self.link.up.is_set():
+                continue
+            try:
+                self.recovery.sweep()
+            except (ESLError, redis.RedisError, ValueError) as exc:
+                log.warning("worker %s: sweep failed: %s", self.name, exc)
 
     def _control_loop(self) -> None:
         last = "$"
@@ -225,7 +281,7 @@ class Worker:
                 entries = self.store.read_control(last, 1000)
             except redis.RedisError as exc:
                 log.warning("worker %s: control read failed: %s", self.name, exc)
-                gevent.sleep(0.5)
+                self._stopping.wait(REDIS_RETRY_S)
                 continue
             for entry_id, fields in entries:
                 last = entry_id
@@ -242,10 +298,8 @@ class Worker:
             return
         if isinstance(fact, JobFact):
             ref = self.by_job.get(fact.job_uuid)
-            if ref is None:
-                return
-            cb = self.live.get(ref[0])
-            if cb is not None:
+            cb = self.live.get(ref[0]) if ref else None
+            if ref is not None and cb is not None:
                 self.feed(cb, JobDone(leg=ref[1], ok=fact.ok, text=fact.text, ts=fact.ts))
             return
         self._on_channel(fact)
@@ -273,7 +327,7 @@ class Worker:
         for action in actions:
             try:
                 self._do(cb, action)
-            except (ESLError, InvalidValue) as exc:
+            except (ESLError, InvalidValue, redis.RedisError) as exc:
                 log.error("callback %s: %s failed: %s", cb.id, type(action).__name__, exc)
                 if isinstance(action, Originate):
                     self.feed(cb, CommandFailed("originate", str(exc), time.time(), action.leg))
@@ -283,29 +337,19 @@ class Worker:
             self._forget(cb)
 
     def _do(self, cb: Callback, action: Action) -> None:
-        assert self.cmds is not None
         if isinstance(action, Originate):
-            leg = cb.legs[action.leg]
-            peer = cb.legs[other(action.leg)]
-            dial = commands.Dial(
-                uuid=leg.uuid, callback_id=cb.id, leg=action.leg, to=leg.to,
-                caller_id_number=leg.from_, caller_id_name=leg.caller_id_name,
-                route=self.settings.route(leg.route), ring_timeout_s=leg.ring_timeout_s,
-                park_timeout_s=peer.ring_timeout_s + self.settings.park_margin_s,
-            )
-            self.cmds.bgapi(commands.originate(dial), leg.job_uuid)
-            log.info("callback %s: originate leg %s (%s)", cb.id, action.leg, leg.uuid)
+            self._originate(cb, action.leg)
         elif isinstance(action, Broadcast):
-            reply = self.cmds.api(commands.uuid_broadcast(cb.legs[action.leg].uuid,
+            reply = self.link.api(commands.uuid_broadcast(cb.legs[action.leg].uuid,
                                                           self.settings.ringback))
             log.info("callback %s: ringback to leg %s: %s", cb.id, action.leg, reply.strip())
         elif isinstance(action, Bridge):
-            reply = self.cmds.api(commands.uuid_bridge(action.a_uuid, action.b_uuid))
+            reply = self.link.api(commands.uuid_bridge(action.a_uuid, action.b_uuid))
             log.info("callback %s: bridge: %s", cb.id, reply.strip())
             if not reply.startswith("+OK"):
                 self.feed(cb, CommandFailed("bridge", reply.strip(), time.time()))
         elif isinstance(action, Kill):
-            reply = self.cmds.api(commands.uuid_kill(action.uuid, action.cause))
+            reply = self.link.api(commands.uuid_kill(action.uuid, action.cause))
             log.info("callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause,
                      reply.strip())
         elif isinstance(action, Finished):
@@ -313,6 +357,26 @@ class Worker:
             entry = self.entries.pop(cb.id, None)
             if entry:
                 self._to_ack.append(entry)
+
+    def _originate(self, cb: Callback, name: str) -> None:
+        leg, peer = cb.legs[name], cb.legs[other(name)]
+        dial = commands.Dial(
+            uuid=leg.uuid, callback_id=cb.id, leg=name, to=leg.to,
+            caller_id_number=leg.from_, caller_id_name=leg.caller_id_name,
+            route=self.settings.route(leg.route), ring_timeout_s=leg.ring_timeout_s,
+            park_timeout_s=peer.ring_timeout_s + self.settings.park_margin_s,
+        )
+        command = commands.originate(dial)
+        # Durable before dialled: a worker that dies now leaves a record saying "dialing",
+        # so whoever adopts the callback checks the channel instead of dialling again.
+        saved = self._dirty.pop(cb.id, (cb, cb.state))[1]
+        try:
+            self.store.save(cb, saved)
+        except redis.RedisError:
+            self._dirty.setdefault(cb.id, (cb, saved))
+            raise
+        self.link.bgapi(command, leg.job_uuid)
+        log.info("callback %s: originate leg %s (%s)", cb.id, name, leg.uuid)
 
     # -- persistence ----------------------------------------------------------------
 
@@ -322,6 +386,7 @@ class Worker:
                 self.flush()
             except redis.RedisError as exc:
                 log.warning("worker %s: redis write failed, will retry: %s", self.name, exc)
+                self._stopping.wait(REDIS_RETRY_S)
 
     def flush(self) -> None:
         """Write every changed record (and ack finished jobs) in one go."""

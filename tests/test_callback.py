@@ -17,6 +17,7 @@ from fsctl.callback import (
     JobDone,
     Kill,
     LegSignal,
+    Lost,
     Originate,
     Start,
     apply,
@@ -259,3 +260,21 @@ def test_cancel_while_bridged_hangs_up_and_completes() -> None:
     assert cb.state == "bridged"
     acts = run(cb, [LegSignal("A", "hangup", 5.1, cause="NORMAL_CLEARING")])
     assert cb.state == "completed" and cb.talk_time_s == 2.1
+
+
+def test_freeswitch_restart_ends_the_callback_with_a_clear_outcome() -> None:
+    cb = make()
+    run(cb, [Start(0.0)] + answered("A", 1.0) + answered("B", 2.0) + [LegSignal("A", "bridged", 3)])
+    acts = run(cb, [Lost(10.0, "freeswitch_restarted")])
+    assert acts == [Finished("failed", "freeswitch_restarted")]
+    assert cb.talk_time_s == 7.0
+    assert all(leg.state == "hungup" and leg.hangup_cause == "SYSTEM_SHUTDOWN"
+               for leg in cb.legs.values())
+    assert run(cb, [Lost(11.0, "freeswitch_restarted")]) == []
+
+
+def test_a_leg_that_vanished_is_lost() -> None:
+    cb = make()
+    run(cb, [Start(0.0), LegSignal("A", "created", 0.1)])
+    acts = run(cb, [LegSignal("A", "hangup", 5.0, cause="LOST")])
+    assert acts == [Finished("failed", "a_lost")]
