@@ -9,6 +9,7 @@ content type, body and headers, and none may be a server error.
 from __future__ import annotations
 
 import collections
+import copy
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -34,9 +36,10 @@ pytestmark = pytest.mark.integration
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 100
 """Per operation and generation mode; the whole run stays well under a minute."""
-STATEFUL_EXAMPLES = 30
+STATEFUL_EXAMPLES = 50
+BASE_PATH = openapi.BASE
 
 
 @pytest.fixture
@@ -205,7 +208,8 @@ CONFIG = schemathesis.Config.from_dict({
 DOCUMENT = openapi.spec(Settings())
 """What the stack serves: its settings differ from the defaults only where the document does
 not look (routes, Redis, ESL); the ``live`` fixture checks that it is what is served."""
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+schema = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT), config=CONFIG)
+"""A copy: schemathesis annotates the dict it is given (``links``) as it runs."""
 
 
 @pytest.fixture
@@ -242,6 +246,107 @@ def test_api_conforms_along_its_links(live: str) -> None:
     Workflow.run(settings=hypothesis.settings(
         max_examples=STATEFUL_EXAMPLES, stateful_step_count=6, derandomize=True, database=None,
         deadline=None, suppress_health_check=list(hypothesis.HealthCheck)))
+
+
+# -- answers the generated runs cannot reach: tokens, limits, Redis down ------------------------
+
+FULL, READER = "fsk_openapi_full_token", "fsk_openapi_read_only"
+
+
+def conforms(base_url: str, method: str, path: str, expect: int, *,
+             token: str | None = None, **case_kwargs: Any) -> None:
+    """One hand-made request, checked by the same schemathesis checks as the generated ones
+    (but a documented 503 is what is expected of a Redis outage, not a server error)."""
+    case = schema[path][method].Case(**case_kwargs)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    checks = [c for c in CHECKS if expect != 503 or c is not not_a_server_error]
+    response = case.call_and_validate(base_url=base_url, checks=checks, headers=headers)
+    assert response.status_code == expect, (method, path, response.status_code, response.text)
+    STATUSES[f"{method} {path} {expect} (hand-made)"] += 1
+
+
+def test_token_mode_answers_conform(redis_url: str) -> None:
+    """With tokens configured: 401 (WWW-Authenticate), 403, 429 (Retry-After) as documented."""
+    from stack import Stack
+    from support import esl_target
+
+    from fsctl.auth import hash_token, parse_tokens
+
+    tokens = parse_tokens({"tokens": {
+        "full": {"sha256": hash_token(FULL)},
+        "reader": {"sha256": hash_token(READER), "permissions": ["callbacks:read"]}}})
+    s = Stack(redis_url, esl_target(), start_worker=False, tokens=tokens, rate_per_minute=2)
+    try:
+        url = f"http://127.0.0.1:{s.api_port}"
+        one = {"path_parameters": {"callback_id": "0" * 32}}
+        for method, path, extra in (("POST", BASE_PATH, {"body": SEED}),
+                                    ("GET", BASE_PATH, {}),
+                                    ("GET", f"{BASE_PATH}/{{callback_id}}", one),
+                                    ("DELETE", f"{BASE_PATH}/{{callback_id}}", one)):
+            conforms(url, method, path, 401, **extra)
+            conforms(url, method, path, 401, token="not-a-token", **extra)
+        conforms(url, "POST", BASE_PATH, 403, token=READER, body=SEED)
+        conforms(url, "DELETE", f"{BASE_PATH}/{{callback_id}}", 403, token=READER, **one)
+        conforms(url, "POST", BASE_PATH, 403, token=FULL,
+                 body={"leg_A": {"to": "1900123456"}, "leg_B": {"to": "1000125"}})
+        conforms(url, "POST", BASE_PATH, 202, token=FULL, body=SEED)
+        conforms(url, "POST", BASE_PATH, 202, token=FULL, body=SEED)
+        conforms(url, "POST", BASE_PATH, 429, token=FULL, body=SEED)
+        conforms(url, "GET", BASE_PATH, 200, token=READER)
+        conforms(url, "GET", "/health", 200)
+    finally:
+        s.close()
+
+
+def test_storage_down_answers_conform(redis_url: str) -> None:
+    """Redis unreachable: 503 with Retry-After, as documented, wherever Redis is needed."""
+    import redis
+    from gevent.pywsgi import WSGIServer
+    from stack import TEST_ROUTES
+
+    from fsctl.api import create_app
+    from fsctl.embedded import free_port
+    from fsctl.settings import parse_routes
+
+    default_route, routes = parse_routes(TEST_ROUTES)
+    settings = Settings(default_route=default_route, routes=routes)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1,
+                       retry=Retry(NoBackoff(), 0))
+    server = WSGIServer(("127.0.0.1", 0), create_app(settings, dead), log=None)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        conforms(url, "GET", "/health/ready", 503)
+        conforms(url, "POST", BASE_PATH, 503,
+                 body={"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+        conforms(url, "GET", BASE_PATH, 503)
+        conforms(url, "GET", f"{BASE_PATH}/{{callback_id}}", 503,
+                 path_parameters={"callback_id": "0" * 32})
+        conforms(url, "GET", "/health", 200)
+    finally:
+        server.stop(timeout=1)
+        dead.close()
+
+
+# -- found while writing the description: the API contradicts it (bugs, not spec gaps) --------
+
+
+@pytest.mark.xfail(strict=True, raises=FailureGroup, reason="BUG: float('nan') passes the query check and Redis "
+                   "rejects '(nan' as a score: answered as 503 'storage unavailable', not 422")
+def test_before_nan_is_a_422(live: str) -> None:
+    conforms(live, "GET", BASE_PATH, 422, query={"before": "nan"})
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: marshmallow's Regexp uses re.match and Python's '$' "
+                   "matches before a trailing newline, so 'from': '1000125\\n' is accepted (202) "
+                   "although the documented pattern refuses it; the callback then fails with "
+                   "a_originate_error when fsctl.commands (fullmatch) refuses the number")
+def test_trailing_newline_in_from_is_a_422(live: str) -> None:
+    conforms(live, "POST", BASE_PATH, 422,
+             body={"leg_A": {"to": "1000123", "from": "1000125\n"}, "leg_B": {"to": "1000125"}})
 
 
 DOCUMENTED = {f"{m.upper()} {path}" for path, item in DOCUMENT["paths"].items() for m in item
