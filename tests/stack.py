@@ -69,8 +69,18 @@ class Stack:
         self.worker: Worker | None = None
         if start_worker:
             self.start_worker()
-        self.esl = ESLClient(host, port, password)
-        self.esl.connect()
+        self._esl_target = (host, port, password)
+        self._esl: ESLClient | None = None
+
+    @property
+    def esl(self) -> ESLClient:
+        """The test's own inspection connection (fs_cli's role), reopened if it dropped."""
+        if self._esl is None or not self._esl.connected:
+            if self._esl is not None:
+                self._esl.close()
+            self._esl = ESLClient(*self._esl_target)
+            self._esl.connect()
+        return self._esl
 
     def start_worker(self) -> Worker:
         self.worker = Worker(self.settings, self.store, name="test-worker")
@@ -80,7 +90,8 @@ class Stack:
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
-        self.esl.close()
+        if self._esl is not None:
+            self._esl.close()
         self.server.stop(timeout=1)
         if self.sim is not None:
             self.sim.stop()

@@ -1,0 +1,134 @@
+"""Reliability in one process: connection loss, black hole, FreeSWITCH restart, orphans,
+reclaim by another worker. (The kill -9 scenarios with real processes are in tests/faults.)"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import gevent
+import pytest
+from stack import Stack
+
+from fsctl.simulator import SimConfig
+from fsctl.worker import Worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sim_stack(redis_url: str):
+    """Always the simulator: these tests break the connection on purpose."""
+    s = Stack(redis_url, None, sim_config=SimConfig(answer_delay_s=0.3, talk_s=None),
+              esl_ping_s=0.5, reclaim_idle_s=2.0, sweep_interval_s=0.5)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        gevent.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def test_dropped_connection_is_reconnected_and_calls_go_on(sim_stack) -> None:
+    s = sim_stack
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "slow"}})
+    rec = s.wait_for(rec["id"], "waiting")
+    connects = s.worker.link.connects
+    s.sim.drop_connections()
+    took = wait_until(lambda: s.worker.link.connects > connects and s.worker.link.up.is_set(),
+                      3, "reconnect")
+    assert took < 2.0
+    # the callback survived the drop: it can still be cancelled, both legs hung up
+    s.http("DELETE", f"/voice/call/callback/{rec['id']}")
+    rec = s.wait_for(rec["id"], "cancelled")
+    s.wait_no_channels({rec["legs"]["A"]["uuid"], rec["legs"]["B"]["uuid"]})
+    # a new callback works on the new connection
+    rec2 = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000126"}})
+    s.wait_for(rec2["id"], "bridged", timeout_s=5)
+
+
+def test_events_missed_during_an_outage_are_reconciled(sim_stack) -> None:
+    s = sim_stack
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "ring"}})
+    rec = s.wait_for(rec["id"], "waiting")
+    s.sim.blackhole = True  # B answers and parks while the worker hears nothing
+    gevent.sleep(1.5)
+    s.sim.blackhole = False
+    s.sim.drop_connections()
+    rec = s.wait_for(rec["id"], "bridged", timeout_s=6)
+    assert rec["legs"]["B"]["state"] == "bridged"
+
+
+def test_black_holed_connection_is_noticed_within_3s(sim_stack) -> None:
+    s = sim_stack
+    wait_until(s.worker.link.up.is_set, 3, "first connect")
+    connects = s.worker.link.connects
+    s.sim.blackhole = True
+    took = wait_until(lambda: not s.worker.link.up.is_set(), 4, "loss detected")
+    assert took <= 3.0, took
+    s.sim.blackhole = False
+    back = wait_until(lambda: s.worker.link.up.is_set() and s.worker.link.connects > connects,
+                      4, "reconnect")
+    assert back < 2.5
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000126"}})
+    s.wait_for(rec["id"], "bridged", timeout_s=5)
+
+
+def test_freeswitch_restart_ends_live_callbacks_clearly(sim_stack) -> None:
+    s = sim_stack
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+    s.wait_for(rec["id"], "bridged")
+    waiting = s.create({"leg_A": {"to": "1000127"}, "leg_B": {"to": "1000128", "route": "slow"}})
+    s.wait_for(waiting["id"], "waiting")
+    s.sim.restart()
+    for cid in (rec["id"], waiting["id"]):
+        final = s.wait_for(cid, "failed", timeout_s=5)
+        assert final["outcome"] == "freeswitch_restarted"
+        assert all(leg["state"] in ("hungup", "pending") for leg in final["legs"].values())
+    assert s.channels() == []
+
+
+def test_sweeper_hangs_up_orphans_of_finished_or_unknown_callbacks(sim_stack) -> None:
+    s = sim_stack
+    orphan = str(uuid.uuid4())
+    s.esl.bgapi(f"originate {{origination_uuid={orphan},fsctl_callback_id={'e' * 32},"
+                f"fsctl_leg=A}}null/1000999 &park()", str(uuid.uuid4()))
+    foreign = str(uuid.uuid4())
+    s.esl.bgapi(f"originate {{origination_uuid={foreign}}}null/1000998 &park()", str(uuid.uuid4()))
+    wait_until(lambda: orphan not in {r["uuid"] for r in s.channels()}, 4, "orphan hung up")
+    assert foreign in {r["uuid"] for r in s.channels()}  # not fsctl's: left alone
+    s.kill(foreign)
+
+
+def test_a_dead_workers_live_callback_is_adopted_not_redialled(sim_stack, redis_url) -> None:
+    s = sim_stack
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "slow"}})
+    rec = s.wait_for(rec["id"], "waiting")
+    # the worker "dies": its loops stop, nothing is flushed or acknowledged any more
+    dead = s.worker
+    dead._stopping.set()
+    dead._draining.set()
+    dead.link.stop()
+    gevent.joinall(dead._greenlets, timeout=3)
+    # another worker on the same node takes the job over after reclaim_idle_s
+    heir = Worker(s.settings, s.store, name="heir")
+    heir.start()
+    s.worker = heir
+    wait_until(lambda: rec["id"] in heir.live, 8, "adoption")
+    assert s.redis.get(s.store.keys.callback(rec["id"]))  # the record survived
+    assert heir.live[rec["id"]].worker == "heir"
+    originates = [c for c in s.sim.commands if c.text.startswith("bgapi originate")]
+    assert len(originates) == 2  # A and B once each: nothing dialled again
+    s.http("DELETE", f"/voice/call/callback/{rec['id']}")
+    final = s.wait_for(rec["id"], "cancelled")
+    s.wait_no_channels({final["legs"]["A"]["uuid"], final["legs"]["B"]["uuid"]})
+    s.wait_leg(rec["id"], "A", "hungup")
+    wait_until(lambda: s.redis.xpending(s.store.keys.jobs, "workers")["pending"] == 0, 3,
+               "job acknowledged")
