@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from http import HTTPStatus
 from typing import Any
@@ -219,8 +220,10 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
             errors["limit"] = [f"must be a whole number from 1 to {LIST_LIMIT_MAX}"]
         try:
             before = float(request.args["before"]) if "before" in request.args else None
+            if before is not None and not math.isfinite(before):
+                raise ValueError
         except ValueError:
-            errors["before"] = ["must be a number (a created_at)"]
+            errors["before"] = ["must be a finite number (a created_at)"]
         if errors:
             raise ApiError(422, "invalid query", errors)
         items = store.list(state, limit, before, owner=who.name)

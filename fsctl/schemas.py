@@ -18,7 +18,21 @@ ROUTE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 RING_TIMEOUT_RANGE_S = (5, 300)
 """Allowed per-leg ring timeout, in seconds."""
 
-_NUMBER = validate.Regexp(NUMBER_RE, error="must be 2 to 20 digits, optionally after one '+'")
+class Pattern(validate.Regexp):
+    """A Regexp validator that must match the WHOLE value.
+
+    marshmallow's Regexp uses ``re.match``, and Python's ``$`` also matches before a
+    trailing newline: ``"1000123\n"`` would pass ``^[0-9]+$``. Never for values that
+    reach FreeSWITCH.
+    """
+
+    def __call__(self, value: str) -> str:
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+_NUMBER = Pattern(NUMBER_RE, error="must be 2 to 20 digits, optionally after one '+'")
 
 
 class LegRequestSchema(Schema):
@@ -27,15 +41,15 @@ class LegRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    to = fields.String(required=True, metadata={"example": "1000123"}, validate=validate.Regexp(
+    to = fields.String(required=True, metadata={"example": "1000123"}, validate=Pattern(
         DESTINATION_RE, error="must be 2 to 20 digits (optionally after one '+'), or user@host "
                               "on a route that allows that host"))
     from_ = fields.String(data_key="from", validate=_NUMBER,
                           metadata={"description": "caller ID shown to this leg; "
                                     "defaults to the other leg's number"})
-    caller_id_name = fields.String(validate=validate.Regexp(
+    caller_id_name = fields.String(validate=Pattern(
         CALLER_NAME_RE, error="must be 1 to 40 of A-Z a-z 0-9 . _ - (no spaces)"))
-    route = fields.String(validate=validate.Regexp(
+    route = fields.String(validate=Pattern(
         ROUTE_NAME_RE, error="must be a configured route name"))
     ring_timeout = fields.Integer(strict=True, validate=validate.Range(*RING_TIMEOUT_RANGE_S),
                                   metadata={"description": "seconds this leg may ring"})

@@ -54,3 +54,13 @@ def test_unknown_route_is_a_field_error() -> None:
     with pytest.raises(ValidationError) as err:
         build_callback(req, settings_mod.load({}))
     assert "route" in err.value.messages["leg_A"]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("to", "1000123\n"), ("from", "1000125\n"), ("caller_id_name", "Shop\n"), ("route", "answer\n"),
+])
+def test_a_trailing_newline_never_passes(field: str, value: str) -> None:
+    leg = {"to": "1000123", field: value}
+    with pytest.raises(ValidationError) as err:
+        REQUEST_SCHEMA.load({"leg_A": leg, "leg_B": {"to": "1000125"}})
+    assert field in err.value.messages["leg_A"]
