@@ -132,3 +132,37 @@ def test_a_dead_workers_live_callback_is_adopted_not_redialled(sim_stack, redis_
     s.wait_leg(rec["id"], "A", "hungup")
     wait_until(lambda: s.redis.xpending(s.store.keys.jobs, "workers")["pending"] == 0, 3,
                "job acknowledged")
+
+
+def test_redis_outage_gives_503_and_the_worker_resumes(tmp_path) -> None:
+    """Redis killed and restarted (same port, AOF): no 202 without a durable write, no loss."""
+    from fsctl.embedded import free_port, start_redis
+
+    port = free_port()
+    proc = start_redis(port, tmp_path / "redis")
+    s = Stack(f"redis://127.0.0.1:{port}/0", None,
+              sim_config=SimConfig(answer_delay_s=0.3, talk_s=None), esl_ping_s=0.5)
+    try:
+        before = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "slow"}})
+        s.wait_for(before["id"], "waiting")
+        gevent.sleep(1.2)  # AOF everysec: let the last writes reach the disk
+        proc.kill()
+        proc.wait()
+        code, reply, headers = s.http("POST", "/voice/call/callback",
+                                      {"leg_A": {"to": "1000127"}, "leg_B": {"to": "1000128"}})
+        assert code == 503 and headers.get("Retry-After") == "1"
+        s.http("DELETE", f"/voice/call/callback/{before['id']}")  # 503 too: nothing recorded
+        gevent.sleep(1.0)
+        proc = start_redis(port, tmp_path / "redis")
+        t0 = time.monotonic()
+        rec = s.create({"leg_A": {"to": "1000127"}, "leg_B": {"to": "1000128"}})
+        s.wait_for(rec["id"], "bridged", timeout_s=6)
+        assert time.monotonic() - t0 < 4  # resumed well within 2 s of Redis + the call itself
+        old = s.get(before["id"])
+        assert old["state"] == "waiting"  # nothing lost across the outage
+        s.http("DELETE", f"/voice/call/callback/{before['id']}")
+        s.wait_for(before["id"], "cancelled")
+    finally:
+        s.close()
+        proc.kill()
+        proc.wait()
