@@ -124,8 +124,7 @@ _AUTH = (401, 403)
 
 
 def _error(code: int) -> dict[str, Any]:
-    resp: dict[str, Any] = {"$ref": f"#/components/responses/E{code}"}
-    return resp
+    return {"$ref": f"#/components/responses/E{code}"}
 
 
 def _responses(ok: dict[int, dict[str, Any]], *errors: int) -> dict[str, Any]:
