@@ -18,7 +18,6 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
-from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -331,22 +330,19 @@ def test_storage_down_answers_conform(redis_url: str) -> None:
         dead.close()
 
 
-# -- found while writing the description: the API contradicts it (bugs, not spec gaps) --------
+# -- regressions: bugs found while writing the description (fixed in fsctl.api/schemas) ---------
 
 
-@pytest.mark.xfail(strict=True, raises=FailureGroup, reason="BUG: float('nan') passes the query check and Redis "
-                   "rejects '(nan' as a score: answered as 503 'storage unavailable', not 422")
 def test_before_nan_is_a_422(live: str) -> None:
+    """float('nan') passed the query check and Redis refused '(nan': it was a 503."""
     conforms(live, "GET", BASE_PATH, 422, query={"before": "nan"})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: marshmallow's Regexp uses re.match and Python's '$' "
-                   "matches before a trailing newline, so 'from': '1000125\\n' is accepted (202) "
-                   "although the documented pattern refuses it; the callback then fails with "
-                   "a_originate_error when fsctl.commands (fullmatch) refuses the number")
 def test_trailing_newline_in_from_is_a_422(live: str) -> None:
-    conforms(live, "POST", BASE_PATH, 422,
-             body={"leg_A": {"to": "1000123", "from": "1000125\n"}, "leg_B": {"to": "1000125"}})
+    """re.match + '$' let 'from': '1000125\\n' through (202, then a_originate_error)."""
+    for leg in ({"to": "1000123", "from": "1000125\n"}, {"to": "1000123\n"},
+                {"to": "1000123", "caller_id_name": "Sales\n"}):
+        conforms(live, "POST", BASE_PATH, 422, body={"leg_A": leg, "leg_B": {"to": "1000125"}})
 
 
 DOCUMENTED = {f"{m.upper()} {path}" for path, item in DOCUMENT["paths"].items() for m in item
