@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv run test lint unit integration bench clean
+.PHONY: all venv run test lint unit integration bench clean faults
 
 all: test
 
@@ -34,6 +34,9 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
