@@ -13,6 +13,8 @@ Run: ``make faults`` (or ``.venv/bin/python -m pytest tests/faults``).
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from typing import Any
 
 import gevent
 import pytest
+import redis
 
 from fsctl.esl import ESLClient
 
@@ -125,6 +128,19 @@ def reconnect_time(proxy: Any, before: int, since: float, timeout_s: float) -> f
     return proxy.accepted[before + 1] - since
 
 
+def unstarted_jobs(r: redis.Redis, consumer: str) -> list[str]:
+    """Callbacks whose job sits in ``consumer``'s pending list while still queued."""
+    out = []
+    for p in r.xpending_range("fsctl:jobs", "workers", min="-", max="+", count=1000,
+                              consumername=consumer):
+        for _eid, fields in r.xrange("fsctl:jobs", min=p["message_id"], max=p["message_id"]):
+            cid = fields.get("callback_id")
+            rec = records(r, [cid])[cid] if cid else None
+            if rec and rec["state"] == "queued":
+                out.append(cid)
+    return out
+
+
 def live_mix(load: Any) -> dict[str, list[str]]:
     """Callbacks that are bridged (long talk), waiting (B rings 8 s) and A ringing."""
     return {
@@ -176,6 +192,10 @@ def test_01_worker_kill9_in_every_state(make_cluster: Callable[[str], Cluster]) 
     recs = records(r, queued)
     if not all(rec and rec["state"] == "completed" for rec in recs.values()):
         failures.append("queued while no worker ran, not completed: "
+                        + str({k: summary(v) for k, v in recs.items()}))
+    recs = records(r, groups["bridged"])
+    if not all(rec and rec["state"] == "completed" and rec["talk_time_s"] for rec in recs.values()):
+        failures.append("talking when the worker died, not completed with a talk time: "
                         + str({k: summary(v) for k, v in recs.items()}))
     expect(report, failures)
 
@@ -528,14 +548,23 @@ def test_10_scale_out_and_worker_loss(make_cluster: Callable[[str], Cluster]) ->
     wait_records(r, first, lambda rec: rec["state"] != "queued", 8, "claimed")
     owners = collections.Counter(rec["worker"] for rec in records(r, first).values() if rec)
     victim = c.workers[1]
-    c.log(f"owners {dict(owners)}; kill -9 {victim.name}")
+    # Unstarted jobs of the victim: freeze it (SIGSTOP) so a job Redis hands to its blocked
+    # XREADGROUP stays in its pending list unstarted, then kill it.
+    os.kill(victim.pid, signal.SIGSTOP)
+    frozen = ids(load.burst([body() for _ in range(6)], concurrency=6))
+    gevent.sleep(0.5)
+    unstarted = unstarted_jobs(r, victim.name)
+    c.log(f"owners {dict(owners)}; {victim.name} frozen with {len(unstarted)} unstarted jobs; "
+          "kill -9")
     victim.kill9()
     t_kill = time.time()
     second = ids(load.burst([body() for _ in range(15)], concurrency=5))
     gevent.sleep(4.0)
     c.log("replacement w2b on the same node as w2")
     c.add_worker("w2b", victim.sim)
-    report = c.check(load, settle_s=35, notes=[f"owners before the kill {dict(sorted(owners.items()))}"])
+    report = c.check(load, settle_s=35, notes=[
+        f"owners before the kill {dict(sorted(owners.items()))}",
+        f"{len(unstarted)} unstarted jobs in {victim.name}'s pending list"])
     failures = []
     node_of = {w.name: w.sim for w in c.workers}
     dialled_on: dict[str, set[str]] = collections.defaultdict(set)
@@ -543,7 +572,7 @@ def test_10_scale_out_and_worker_loss(make_cluster: Callable[[str], Cluster]) ->
         for o in sim.originates():
             if o["uuid"]:
                 dialled_on[o["uuid"]].add(sim.name)
-    for cid in first + second:
+    for cid in first + frozen + second:
         rec = report.records.get(cid)
         if rec is None:
             continue
@@ -555,6 +584,10 @@ def test_10_scale_out_and_worker_loss(make_cluster: Callable[[str], Cluster]) ->
             failures.append(f"{cid}: owned by {rec.get('worker')} but dialled on {sorted(sims)}")
         if rec.get("node") and owner is not None and sims and rec["node"] != owner.node:
             failures.append(f"{cid}: node {rec['node']} is not {owner.node}")
+    moved = {cid: summary(report.records.get(cid)) for cid in unstarted
+             if (report.records.get(cid) or {}).get("state") != "completed"}
+    if moved:
+        failures.append(f"unstarted jobs of {victim.name} not completed by the others: {moved}")
     late = [cid for cid in second if (report.records.get(cid) or {}).get("worker") == victim.name]
     if late:
         failures.append(f"{len(late)} jobs posted after {victim.name} died were owned by it")
