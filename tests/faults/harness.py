@@ -545,11 +545,14 @@ class _Pair:
 
     def _deliver(self, frame: bytes, head: bytes) -> None:
         m = self.proxy.mangle
-        if m is None or b"text/event-" not in head:
+        is_event = b"text/event-" in head
+        body = frame[len(head) + 2:]
+        if is_event and self.proxy.observer is not None:
+            self.proxy.observer(body)
+        if m is None or not is_event:
             self._flush_held()
             self._send_down(frame)
             return
-        body = frame[len(head) + 2:]
         if m.hold_names and m.hold_s > 0:
             name = _NAME_RE.search(body)
             ids = {x.decode(errors="replace") for x in _UUID_RE.findall(body)}
@@ -610,6 +613,8 @@ class EslProxy:
         self.pairs: list[_Pair] = []
         self.accepted: list[float] = []
         self.mangle: Mangle | None = None
+        self.observer: Callable[[bytes], None] | None = None
+        """Called with the body of every event on its way to the worker."""
         self._server = StreamServer((HOST, 0), self._handle)
         self.port = 0
 
