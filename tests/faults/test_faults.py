@@ -32,6 +32,7 @@ from .harness import (
     HOST,
     LONGTALK,
     NOANSWER,
+    REPORT_PATH,
     RINGING,
     RINGING2,
     ROWS,
@@ -59,7 +60,11 @@ class _ReportPlugin:
         if not ROWS:
             return
         terminalreporter.write_sep("=", "fault scenarios (var/faults-report.txt)")
-        for line in write_report().splitlines():
+        try:
+            text = REPORT_PATH.read_text(encoding="utf-8")
+        except OSError:
+            text = write_report()
+        for line in text.splitlines():
             terminalreporter.write_line(line)
 
 
@@ -73,7 +78,8 @@ def faults_report(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         kill_leftovers()
-        write_report([f"# {len(ROWS)} scenarios in {time.monotonic() - t0:.0f}s"])
+        write_report([f"# {len(ROWS)} scenarios in {time.monotonic() - t0:.0f}s "
+                      f"(process logs: var/faults/<scenario>/)"])
 
 
 @pytest.fixture
