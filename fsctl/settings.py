@@ -10,10 +10,13 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .auth import Token, parse_tokens
 from .errors import ConfigError, InvalidValue
 from .policy import PREMIUM_PREFIXES, Route, parse_route
+
+N = TypeVar("N", int, float)
 
 DEFAULT_ESL_PASSWORD = "ClueCon"
 """FreeSWITCH's vanilla event-socket password: refused unless explicitly allowed."""
@@ -139,30 +142,22 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: N, lo: N, hi: N) -> N:
+    """A numeric setting of the default's type (int or float), checked against [lo, hi]."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    kind = type(default)
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, not {value}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, not {value}")
-    return value
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -176,24 +171,24 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get("FSCTL_REDIS_URL") or d.redis_url,
         redis_prefix=env.get("FSCTL_REDIS_PREFIX") or d.redis_prefix,
         esl_host=env.get("FSCTL_ESL_HOST") or d.esl_host,
-        esl_port=_int(env, "FSCTL_ESL_PORT", d.esl_port, 1, 65535),
+        esl_port=_number(env, "FSCTL_ESL_PORT", d.esl_port, 1, 65535),
         esl_password=env.get("FSCTL_ESL_PASSWORD", ""),
         esl_user=env.get("FSCTL_ESL_USER") or None,
         allow_default_password=_bool(env.get("FSCTL_ALLOW_DEFAULT_PASSWORD", "")),
         api_host=env.get("FSCTL_API_HOST") or d.api_host,
-        api_port=_int(env, "FSCTL_API_PORT", d.api_port, 1, 65535),
-        ring_timeout_s=_int(env, "FSCTL_RING_TIMEOUT_S", d.ring_timeout_s, 5, 300),
-        park_margin_s=_int(env, "FSCTL_PARK_MARGIN_S", d.park_margin_s, 1, 600),
-        record_ttl_s=_int(env, "FSCTL_RECORD_TTL_S", d.record_ttl_s, 60, 365 * 86400),
+        api_port=_number(env, "FSCTL_API_PORT", d.api_port, 1, 65535),
+        ring_timeout_s=_number(env, "FSCTL_RING_TIMEOUT_S", d.ring_timeout_s, 5, 300),
+        park_margin_s=_number(env, "FSCTL_PARK_MARGIN_S", d.park_margin_s, 1, 600),
+        record_ttl_s=_number(env, "FSCTL_RECORD_TTL_S", d.record_ttl_s, 60, 365 * 86400),
         default_route=default_route,
         routes=routes,
         tokens=tokens,
-        rate_per_minute=_int(env, "FSCTL_RATE_PER_MINUTE", d.rate_per_minute, 1, 1_000_000),
-        max_live=_int(env, "FSCTL_MAX_LIVE", d.max_live, 1, 1_000_000),
-        dest_max_per_hour=_int(env, "FSCTL_DEST_MAX_PER_HOUR", d.dest_max_per_hour, 1, 1_000_000),
-        esl_ping_s=_float(env, "FSCTL_ESL_PING_S", d.esl_ping_s, 0.1, 10),
+        rate_per_minute=_number(env, "FSCTL_RATE_PER_MINUTE", d.rate_per_minute, 1, 1_000_000),
+        max_live=_number(env, "FSCTL_MAX_LIVE", d.max_live, 1, 1_000_000),
+        dest_max_per_hour=_number(env, "FSCTL_DEST_MAX_PER_HOUR", d.dest_max_per_hour, 1, 1_000_000),
+        esl_ping_s=_number(env, "FSCTL_ESL_PING_S", d.esl_ping_s, 0.1, 10),
         worker_name=env.get("FSCTL_WORKER_NAME") or None,
-        reclaim_idle_s=_float(env, "FSCTL_RECLAIM_IDLE_S", d.reclaim_idle_s, 1, 3600),
-        shutdown_grace_s=_float(env, "FSCTL_SHUTDOWN_GRACE_S", d.shutdown_grace_s, 0, 3600),
-        sweep_interval_s=_float(env, "FSCTL_SWEEP_INTERVAL_S", d.sweep_interval_s, 0.5, 3600),
+        reclaim_idle_s=_number(env, "FSCTL_RECLAIM_IDLE_S", d.reclaim_idle_s, 1, 3600),
+        shutdown_grace_s=_number(env, "FSCTL_SHUTDOWN_GRACE_S", d.shutdown_grace_s, 0, 3600),
+        sweep_interval_s=_number(env, "FSCTL_SWEEP_INTERVAL_S", d.sweep_interval_s, 0.5, 3600),
     )
