@@ -387,6 +387,7 @@ def test_06_duplicated_reordered_events(make_cluster: Callable[[str], Cluster]) 
     for cid, uuid in a_uuids.items():
         wait_until(lambda u=uuid: answered(u), 15, f"leg A of {cid} answered", 0.05)
         c.log(f"A of {cid} answered (events held): uuid_kill -> {sim.api(f'uuid_kill {uuid}').strip()}")
+    gevent.sleep(mangle.hold_s + 0.5)  # the held ANSWER/PARK/BACKGROUND_JOB arrive after HANGUP
     report = c.check(load, settle_s=30, notes=[f"proxy: {dict(mangle.stats)}"])
     failures = []
     recs = records(r, normal + simultaneous)
