@@ -80,7 +80,9 @@ BUSY = "1000666"
 NOANSWER = "1000555"
 """A far end that rings until the ring timeout."""
 LONGTALK = "1000444"
-"""A far end that answers at once and hangs up 8 s after the bridge."""
+"""A far end that answers at once and hangs up 8 s after the bridge (the other leg must be
+LONGTALK2 for the call to last: each SIP-like leg hangs up after its own talk time)."""
+LONGTALK2 = "1000445"
 
 NUMBERS = {
     RINGING: {"outcome": "answer", "answer_delay_s": 8.0, "talk_s": 2.0},
@@ -88,6 +90,7 @@ NUMBERS = {
     BUSY: {"outcome": "busy", "answer_delay_s": 1.0},
     NOANSWER: {"outcome": "no_answer"},
     LONGTALK: {"outcome": "answer", "answer_delay_s": 0.3, "talk_s": 8.0},
+    LONGTALK2: {"outcome": "answer", "answer_delay_s": 0.3, "talk_s": 8.0},
 }
 
 _POLICY = {"allow": [r"\+?1[0-9]{6}"], "deny_prefixes": ["1900"]}
@@ -112,6 +115,11 @@ def number(kind: str = "a") -> str:
     """A fresh ordinary destination (answers after 0.3 s, talks 2 s)."""
     n = next(_counter) % 100_000
     return f"{'1001' if kind == 'a' else '1002'}{n % 1000:03d}"
+
+
+def long_call() -> dict[str, Any]:
+    """A callback that talks 8 s once bridged."""
+    return body(a=LONGTALK, b=LONGTALK2)
 
 
 def body(a: str | None = None, b: str | None = None, *, a_route: str | None = None,
