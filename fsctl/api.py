@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from http import HTTPStatus
 from typing import Any
@@ -20,11 +21,12 @@ from .callback import Cancel, apply
 from .errors import PolicyDenied, StoreError
 from .model import CALLBACK_STATES, Callback
 from .settings import Settings
-from .store import Limits, Refused, Store, connect
+from .store import Duplicate, Limits, Refused, Store, connect
 
 log = logging.getLogger(__name__)
 
 BASE = "/voice/call/callback"
+IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 LIST_LIMIT_MAX = 200
 """Most callbacks one list page returns."""
 
@@ -159,6 +161,10 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     @app.post(BASE)
     def create() -> Response:
         who = require("callbacks:create")
+        idem = request.headers.get("Idempotency-Key")
+        if idem is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idem):
+            raise ApiError(422, "invalid Idempotency-Key header",
+                           {"Idempotency-Key": ["1 to 100 of A-Z a-z 0-9 _ . : -"]})
         body = read_json_body(settings.max_body_bytes, settings.max_json_depth)
         if not isinstance(body, dict):
             raise ApiError(422, "body must be a JSON object",
@@ -171,7 +177,15 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         except PolicyDenied as exc:
             raise ApiError(403, str(exc), exc.errors) from None
         try:
-            store.create(cb, limits_for(who))
+            store.create(cb, limits_for(who), idem)
+        except Duplicate as exc:
+            # A retried request: answer with the callback the first attempt created.
+            earlier = store.get(exc.callback_id)
+            if earlier is None:
+                raise ApiError(409, "the Idempotency-Key was used for a callback that is "
+                               "gone") from None
+            return _json(schemas.present(earlier), 202,
+                         {"Location": f"{BASE}/{earlier.id}", "Idempotent-Replay": "true"})
         except Refused as exc:
             log.info("callback refused for %s: %s", who.name or "open", exc)
             raise ApiError(429, str(exc), {"limit": exc.reason},

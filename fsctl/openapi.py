@@ -220,6 +220,12 @@ def spec(settings: Settings) -> dict[str, Any]:
                            f"most {settings.max_json_depth} levels deep. Each leg's route must "
                            "allow its destination (the operator's policy denies by default).",
             "security": _VOICE_SECURITY,
+            "parameters": [{
+                "name": "Idempotency-Key", "in": "header", "required": False,
+                "description": "Makes a retried POST safe: a key used before (by the same "
+                               "token, within 24 h) answers 202 with the callback it created, "
+                               "and creates nothing.",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$"}}],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/CallbackRequest"},
                 "examples": _REQUEST_EXAMPLES}}},
@@ -227,8 +233,11 @@ def spec(settings: Settings) -> dict[str, Any]:
                 "Accepted and queued.",
                 headers={"Location": {"required": True, "description": "the callback's URL",
                                       "schema": {"type": "string",
-                                                 "pattern": f"^{BASE}/[0-9a-f]{{32}}$"}}},
-                links=_LINKS)}, 400, 413, 415, 422, 429),
+                                                 "pattern": f"^{BASE}/[0-9a-f]{{32}}$"}},
+                         "Idempotent-Replay": {"description": "true when an Idempotency-Key "
+                                               "replayed an earlier answer",
+                                               "schema": {"type": "string", "enum": ["true"]}}},
+                links=_LINKS)}, 400, 409, 413, 415, 422, 429),
         },
         "get": {
             "operationId": "listCallbacks", "summary": "List callbacks, newest first",

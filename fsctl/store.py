@@ -12,6 +12,7 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:rate:<owner>:<minute>``  API requests of one token in one minute (counter)
 - ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
 - ``<p>:dest:<digits>``   callbacks to one number in the current hour (counter)
+- ``<p>:idem:<owner>:<key>``  the callback an Idempotency-Key created (string, 24 h)
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ LIVE_MAX_AGE_S = 4 * 3600
 """A live-set entry older than this is dropped (a callback never takes that long)."""
 DEST_WINDOW_S = 3600
 """The window of the per-destination cooldown counter."""
+IDEMPOTENCY_TTL_S = 86400
+"""How long an Idempotency-Key keeps pointing at the callback it created."""
 OPEN_OWNER = "_open"
 """Owner key of callbacks made through the open (token-less) API."""
 
@@ -48,6 +51,10 @@ OPEN_OWNER = "_open"
 # API processes: rate window, live callbacks, destination cooldown, then the record,
 # its indexes and its job. Returns {"ok", entry-id} or {reason, retry-after-s[, index]}.
 _ADMIT = """
+if ARGV[11] == '1' then
+  local previous = redis.call('GET', KEYS[7])
+  if previous then return {'dup', previous} end
+end
 local rate = redis.call('INCR', KEYS[5])
 if rate == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9])) end
 if tonumber(ARGV[4]) >= 0 and rate > tonumber(ARGV[4]) then
@@ -57,14 +64,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[7]) - tonumber(ARG
 if tonumber(ARGV[5]) >= 0 and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then
   return {'live', 5}
 end
-for i = 7, #KEYS do
+for i = 8, #KEYS do
   local n = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tonumber(ARGV[6]) >= 0 and n >= tonumber(ARGV[6]) then
-    return {'dest', redis.call('TTL', KEYS[i]), i - 6}
+    return {'dest', redis.call('TTL', KEYS[i]), i - 7}
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
-for i = 7, #KEYS do
+if ARGV[11] == '1' then redis.call('SET', KEYS[7], ARGV[2], 'EX', tonumber(ARGV[12])) end
+for i = 8, #KEYS do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[10])) end
 end
 redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])
@@ -74,6 +82,14 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 local entry = redis.call('XADD', KEYS[4], '*', 'callback_id', ARGV[2])
 return {'ok', entry}
 """
+
+
+class Duplicate(StoreError):
+    """The Idempotency-Key was used before: ``callback_id`` is what it created."""
+
+    def __init__(self, callback_id: str) -> None:
+        super().__init__(f"idempotency key already used for callback {callback_id}")
+        self.callback_id = callback_id
 
 
 class Refused(StoreError):
@@ -122,15 +138,23 @@ class Keys:
     def dest(self, number: str) -> str:
         return f"{self.prefix}:dest:{number}"
 
+    def idempotency(self, owner: str | None, key: str) -> str:
+        return f"{self.prefix}:idem:{owner or OPEN_OWNER}:{key}"
+
 
 def _dump(cb: Callback) -> str:
     return json.dumps(cb.to_dict(), separators=(",", ":"))
 
 
 def connect(url: str) -> redis.Redis:
-    """A Redis client with bounded waits (decode_responses: str in, str out)."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
-                                socket_connect_timeout=3, health_check_interval=15)
+    """A Redis client with bounded waits (str in, str out).
+
+    Bytes that are not UTF-8 (a hand-made redis-cli job) decode as ``\\xff`` escapes
+    rather than raising, so such a job reaches the dead-letter stream, readable.
+    """
+    return redis.Redis.from_url(url, decode_responses=True, encoding_errors="backslashreplace",
+                                socket_timeout=5, socket_connect_timeout=3,
+                                health_check_interval=15)
 
 
 class Store:
@@ -144,11 +168,13 @@ class Store:
 
     # -- records ------------------------------------------------------------------
 
-    def create(self, cb: Callback, limits: Limits | None = None) -> str:
+    def create(self, cb: Callback, limits: Limits | None = None,
+               idempotency_key: str | None = None) -> str:
         """Admit and store a new queued callback and enqueue its job, atomically.
 
-        Returns the job's entry id; raises :class:`Refused` when a limit says no
-        (nothing is stored then) and StoreError when Redis fails.
+        Returns the job's entry id; raises :class:`Refused` when a limit says no,
+        :class:`Duplicate` when the idempotency key was used before (nothing is stored
+        then), and StoreError when Redis fails.
         """
         limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
         now = time.time()
@@ -156,9 +182,11 @@ class Store:
         dests = sorted({digits(leg.to) for leg in cb.legs.values()})
         keys = [self.keys.callback(cb.id), self.keys.callbacks, self.keys.state(cb.state),
                 self.keys.jobs, self.keys.rate(limits.owner, window), self.keys.live(cb.owner),
+                self.keys.idempotency(cb.owner, idempotency_key or "-"),
                 *[self.keys.dest(d) for d in dests]]
         args = [_dump(cb), cb.id, cb.created_at, limits.rate_per_minute, limits.max_live,
-                limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S]
+                limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S,
+                "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S]
         try:
             reply = self._admit(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -166,6 +194,8 @@ class Store:
         verdict = reply[0]
         if verdict == "ok":
             return str(reply[1])
+        if verdict == "dup":
+            raise Duplicate(str(reply[1]))
         if verdict == "rate":
             raise Refused("rate", int(reply[1]) if int(reply[1]) > 0 else 60 - int(now) % 60,
                           f"more than {limits.rate_per_minute} requests per minute")
@@ -269,13 +299,34 @@ class Store:
         return [(entry_id, fields) for _stream, entries in reply for entry_id, fields in entries
                 if fields]
 
-    def reclaim(self, consumer: str, min_idle_s: float,
-                count: int = 100) -> list[tuple[str, dict[str, str]]]:
-        """Take over jobs whose consumer has been silent for ``min_idle_s`` (a dead worker)."""
-        reply = self.r.xautoclaim(self.keys.jobs, GROUP, consumer, int(min_idle_s * 1000),
-                                  start_id="0-0", count=count)
-        entries = reply[1] if reply else []
-        return [(entry_id, fields) for entry_id, fields in entries if fields]
+    def stale_jobs(self, min_idle_s: float, count: int = 100,
+                   exclude: str | None = None) -> list[tuple[str, str, dict[str, str]]]:
+        """Jobs whose consumer has been silent for ``min_idle_s`` (a dead worker), unclaimed.
+
+        Returns (entry id, consumer, fields); the caller decides whether the job is its to
+        take (a live callback belongs to the workers of its node) and then :meth:`claim` s it.
+        """
+        pending = self.r.xpending_range(self.keys.jobs, GROUP, "-", "+", count,
+                                        idle=int(min_idle_s * 1000))
+        out: list[tuple[str, str, dict[str, str]]] = []
+        for item in pending:
+            consumer = item["consumer"]
+            if consumer == exclude:
+                continue
+            entries = self.r.xrange(self.keys.jobs, item["message_id"], item["message_id"])
+            if entries:
+                out.append((item["message_id"], consumer, entries[0][1]))
+        return out
+
+    def claim(self, consumer: str, entry_id: str, min_idle_s: float) -> bool:
+        """Take one stale job over; False if another worker was quicker (or its owner woke)."""
+        got = self.r.xclaim(self.keys.jobs, GROUP, consumer, int(min_idle_s * 1000), [entry_id],
+                            justid=True)
+        return bool(got)
+
+    def callback_id_of(self, entry_id: str, fields: dict[str, str]) -> str | None:
+        """The callback a job stands for (a redis-cli job: once the worker created it)."""
+        return fields.get("callback_id") or self.r.get(self.keys.job(entry_id))
 
     def touch(self, consumer: str, entry_ids: list[str]) -> None:
         """Reset the idle time of this worker's jobs: it is alive and still owns them."""

@@ -83,6 +83,9 @@ class Worker:
         self._to_ack: list[str] = []
         self._stopping = GEvent()
         self._draining = GEvent()
+        self._resumed = GEvent()
+        self._claiming: set[str] = set()
+        self._retry_originates: set[tuple[str, str]] = set()
         self._greenlets: list[gevent.Greenlet] = []
 
     # -- lifecycle ------------------------------------------------------------------
@@ -130,8 +133,9 @@ class Worker:
     # -- link -----------------------------------------------------------------------
 
     def _on_link_up(self, core_uuid: str) -> None:
-        if self.link.connects == 1:
+        if not self._resumed.is_set():
             self._retry_redis(self._resume_own_jobs)
+            self._resumed.set()
         self.recovery.reconcile(core_uuid)
 
     def _on_link_down(self, reason: str) -> None:
@@ -146,12 +150,16 @@ class Worker:
 
     def _job_loop(self) -> None:
         while not self._draining.is_set():
-            if not self.link.up.wait(timeout=1.0):
+            if not self.link.up.wait(timeout=1.0) or not self._resumed.wait(timeout=1.0):
                 continue
             try:
                 entries = self.store.read_jobs(self.name, JOB_BATCH, JOB_BLOCK_MS)
             except redis.RedisError as exc:
                 log.warning("worker %s: redis read failed: %s", self.name, exc)
+                self._stopping.wait(REDIS_RETRY_S)
+                continue
+            except Exception:  # noqa: BLE001 - the loop that claims jobs must never die
+                log.exception("worker %s: reading jobs failed", self.name)
                 self._stopping.wait(REDIS_RETRY_S)
                 continue
             self._take_all(entries)
@@ -173,9 +181,17 @@ class Worker:
             callback_id = self._create_from_request(entry_id, fields)
             if callback_id is None:
                 return
-        if callback_id in self.live:
-            self.entries[callback_id] = entry_id
+        if callback_id in self.live or callback_id in self._claiming:
+            if callback_id in self.live:
+                self.entries[callback_id] = entry_id
             return
+        self._claiming.add(callback_id)
+        try:
+            self._claim(callback_id, entry_id, fields)
+        finally:
+            self._claiming.discard(callback_id)
+
+    def _claim(self, callback_id: str, entry_id: str, fields: dict[str, str]) -> None:
         started: list[Action] = []
         node, core = self.link.node, self.link.core_uuid
 
@@ -261,9 +277,26 @@ class Worker:
             try:
                 self.store.touch(self.name, list(self.entries.values()))
                 if not self._draining.is_set() and self.link.up.is_set():
-                    self._take_all(self.store.reclaim(self.name, self.settings.reclaim_idle_s))
+                    self._take_over_stale_jobs()
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def _take_over_stale_jobs(self) -> None:
+        """Claim the silent jobs that are ours to take: queued ones, or live on our node.
+
+        A live callback on another node is left alone (never claimed), so it waits for a
+        worker of its own node instead of bouncing between workers that cannot adopt it.
+        """
+        idle = self.settings.reclaim_idle_s
+        for entry_id, consumer, fields in self.store.stale_jobs(idle, exclude=self.name):
+            callback_id = self.store.callback_id_of(entry_id, fields)
+            cb = self.store.get(callback_id) if callback_id else None
+            if cb is not None and not cb.final and cb.state != "queued" \
+                    and cb.node != self.link.node:
+                continue
+            if self.store.claim(self.name, entry_id, idle):
+                log.warning("job %s: taken over from silent worker %s", entry_id, consumer)
+                self._take_all([(entry_id, fields)])
 
     def _sweep_loop(self) -> None:
         while not self._stopping.wait(self.settings.sweep_interval_s):
@@ -372,9 +405,15 @@ class Worker:
         saved = self._dirty.pop(cb.id, (cb, cb.state))[1]
         try:
             self.store.save(cb, saved)
-        except redis.RedisError:
+        except redis.RedisError as exc:
+            # Not durable, so not dialled yet: retried as soon as Redis answers again (the
+            # answered leg keeps hearing ringback; its park_timeout bounds the wait).
             self._dirty.setdefault(cb.id, (cb, saved))
-            raise
+            self._retry_originates.add((cb.id, name))
+            log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s", cb.id,
+                        name, exc)
+            return
+        self._retry_originates.discard((cb.id, name))
         self.link.bgapi(command, leg.job_uuid)
         log.info("callback %s: originate leg %s (%s)", cb.id, name, leg.uuid)
 
@@ -384,9 +423,19 @@ class Worker:
         while not self._stopping.wait(FLUSH_INTERVAL_S):
             try:
                 self.flush()
+                self._retry_pending_originates()
             except redis.RedisError as exc:
                 log.warning("worker %s: redis write failed, will retry: %s", self.name, exc)
                 self._stopping.wait(REDIS_RETRY_S)
+
+    def _retry_pending_originates(self) -> None:
+        for cb_id, name in list(self._retry_originates):
+            self._retry_originates.discard((cb_id, name))
+            cb = self.live.get(cb_id)
+            if cb is None or cb.final or cb.legs[name].state != "dialing" \
+                    or cb.legs[name].job_result is not None:
+                continue
+            self._execute(cb, [Originate(name)])
 
     def flush(self) -> None:
         """Write every changed record (and ack finished jobs) in one go."""

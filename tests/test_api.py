@@ -106,3 +106,18 @@ def test_list_is_newest_first_filterable_and_paged(api) -> None:
 def test_health(api) -> None:
     assert api.http("GET", "/health")[0] == 200
     assert api.http("GET", "/health/ready")[1] == {"status": "ready"}
+
+
+def test_idempotency_key_makes_a_retry_safe(api) -> None:
+    headers = {"Idempotency-Key": "order-4711"}
+    code, first, h1 = api.http("POST", "/voice/call/callback", SEED, headers=headers)
+    code2, again, h2 = api.http("POST", "/voice/call/callback", SEED, headers=headers)
+    assert code == code2 == 202 and again["id"] == first["id"]
+    assert h2["Location"] == h1["Location"] and h2.get("Idempotent-Replay") == "true"
+    assert jobs_len(api) == 1
+    code3, other, _ = api.http("POST", "/voice/call/callback", SEED,
+                               headers={"Idempotency-Key": "order-4712"})
+    assert code3 == 202 and other["id"] != first["id"] and jobs_len(api) == 2
+    code4, bad, _ = api.http("POST", "/voice/call/callback", SEED,
+                             headers={"Idempotency-Key": "has space"})
+    assert code4 == 422 and "Idempotency-Key" in bad["errors"]

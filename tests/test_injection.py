@@ -779,11 +779,6 @@ def test_redis_cli_hostile_fields(harness: Harness) -> None:
     harness.resolve_redis(timeout_s=60)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a stream entry that is not UTF-8 kills the worker's job loop: XREADGROUP's reply is "
-    "decoded (decode_responses=True) and the UnicodeDecodeError is not a RedisError, so "
-    "_job_loop dies; the whole batch stays pending, nothing is dead-lettered, no later job "
-    "is ever taken (and own_pending() replays the poison entry after a restart)"))
 def test_redis_cli_non_utf8_job_is_dead_lettered_and_the_worker_goes_on(redis_server: str) -> None:
     """``redis-cli XADD fsctl:jobs '*' request $'\\xff'``: dead letter, and the next job runs."""
     url = redis_server.rsplit("/", 1)[0] + "/1"  # its own database and simulator
