@@ -693,8 +693,9 @@ class LoadGen:
     """POSTs callbacks over HTTP, retrying connection errors and 503 on the next API process.
 
     A retry after a connection error is the idempotent-client pattern: the first attempt may
-    have been stored without its 202 reaching us. Every request carries a unique tag in
-    ``leg_A.caller_id_name``, so duplicates and records nobody got a 202 for are counted.
+    have been stored without its 202 reaching us, so every attempt carries the same
+    ``Idempotency-Key``. The tag is also put in ``leg_A.caller_id_name``, so duplicates and
+    records nobody got a 202 for would still be counted.
     """
 
     def __init__(self, ports: Callable[[], list[int]] | list[int], scenario: str) -> None:
@@ -711,11 +712,12 @@ class LoadGen:
         self._rr = itertools.count()
 
     def http(self, port: int, method: str, path: str, payload: Any = None,
-             timeout_s: float = 6.0) -> tuple[int, Any]:
+             timeout_s: float = 6.0, extra: dict[str, str] | None = None) -> tuple[int, Any]:
         conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
         try:
             data = json.dumps(payload).encode() if payload is not None else None
             headers = {"Content-Type": "application/json"} if data is not None else {}
+            headers.update(extra or {})
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
@@ -741,7 +743,9 @@ class LoadGen:
             if attempt:
                 self.retried_tags.add(tag)
             try:
-                code, reply = self.http(port, "POST", BASE, req)
+                # the idempotent client: every attempt of one request carries the same key
+                code, reply = self.http(port, "POST", BASE, req,
+                                        extra={"Idempotency-Key": tag})
             except (OSError, http.client.HTTPException):
                 self.conn_errors += 1
                 gevent.sleep(min(0.05 * (attempt + 1), 0.5))
