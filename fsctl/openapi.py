@@ -110,6 +110,7 @@ _ERRORS = {
          "`callbacks:read`, `callbacks:cancel`); on POST also: a route the token may not use, "
          "or a destination the route's policy refuses (`errors` names the leg).",
     404: "No such callback.",
+    409: "The Idempotency-Key was used for a callback whose record has expired.",
     413: "The body is larger than the accepted maximum.",
     415: "Content-Type is not application/json.",
     422: "The request is well-formed but invalid (or its JSON nests too deep); `errors` names "

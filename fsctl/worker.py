@@ -14,20 +14,17 @@ and live callbacks are adopted after checking their channels, never re-dialled.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Iterable
 
 import gevent
 import redis
 from gevent.event import Event as GEvent
-from marshmallow import ValidationError
 
-from . import commands, schemas
+from . import commands
 from .callback import (
     Action,
     Bridge,
@@ -40,13 +37,14 @@ from .callback import (
     Kill,
     LegSignal,
     Originate,
-    Start,
     apply,
 )
-from .errors import ESLError, InvalidValue, PolicyDenied
+from .errors import ESLError, InvalidValue
 from .events import ChannelFact, JobFact, translate
+from .intake import Intake
 from .model import Callback, other
 from .node import NodeLink
+from .recorder import Recorder
 from .recovery import Recovery
 from .settings import Settings
 from .store import Store
@@ -54,8 +52,6 @@ from .wire import Event
 
 log = logging.getLogger(__name__)
 
-JOB_NAMESPACE = uuidlib.UUID("5b0e7c53-2f6a-4d0e-9b7e-6f2a1c1d2e3f")
-"""Namespace of the callback ids derived from redis-cli job entry ids (uuid5)."""
 FLUSH_INTERVAL_S = 0.02
 """How often changed records are written to Redis in one pipeline."""
 JOB_BLOCK_MS = 1000
@@ -75,16 +71,15 @@ class Worker:
         self.name = name or settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.link = NodeLink(settings, self.on_event, self._on_link_up, self._on_link_down)
         self.recovery = Recovery(self)
+        self.intake = Intake(self)
         self.live: dict[str, Callback] = {}
         self.by_uuid: dict[str, tuple[str, str]] = {}
         self.by_job: dict[str, tuple[str, str]] = {}
         self.entries: dict[str, str] = {}
-        self._dirty: dict[str, tuple[Callback, str]] = {}
-        self._to_ack: list[str] = []
+        self.recorder = Recorder(store)
         self._stopping = GEvent()
         self._draining = GEvent()
         self._resumed = GEvent()
-        self._claiming: set[str] = set()
         self._retry_originates: set[tuple[str, str]] = set()
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -134,17 +129,12 @@ class Worker:
 
     def _on_link_up(self, core_uuid: str) -> None:
         if not self._resumed.is_set():
-            self._retry_redis(self._resume_own_jobs)
+            self._retry_redis(self.intake.resume_own_jobs)
             self._resumed.set()
         self.recovery.reconcile(core_uuid)
 
     def _on_link_down(self, reason: str) -> None:
         log.warning("worker %s: not claiming jobs until FreeSWITCH is back (%s)", self.name, reason)
-
-    def _resume_own_jobs(self) -> None:
-        """After a restart under the same name: this worker's unacknowledged jobs first."""
-        for entry_id, fields in self.store.own_pending(self.name):
-            self.take_job(entry_id, fields)
 
     # -- jobs -----------------------------------------------------------------------
 
@@ -162,105 +152,16 @@ class Worker:
                 log.exception("worker %s: reading jobs failed", self.name)
                 self._stopping.wait(REDIS_RETRY_S)
                 continue
-            self._take_all(entries)
+            self.intake.take_all(entries)
 
-    def _take_all(self, entries: list[tuple[str, dict[str, str]]]) -> None:
-        for entry_id, fields in entries:
-            try:
-                self.take_job(entry_id, fields)
-            except redis.RedisError as exc:
-                log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
-            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the loop
-                log.exception("job %s: unexpected error", entry_id)
-                self.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
-
-    def take_job(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Claim one job: start a queued callback, or adopt one a dead worker left live."""
-        callback_id = fields.get("callback_id")
-        if callback_id is None:
-            callback_id = self._create_from_request(entry_id, fields)
-            if callback_id is None:
-                return
-        if callback_id in self.live or callback_id in self._claiming:
-            if callback_id in self.live:
-                self.entries[callback_id] = entry_id
-            return
-        self._claiming.add(callback_id)
-        try:
-            self._claim(callback_id, entry_id, fields)
-        finally:
-            self._claiming.discard(callback_id)
-
-    def _claim(self, callback_id: str, entry_id: str, fields: dict[str, str]) -> None:
-        started: list[Action] = []
-        node, core = self.link.node, self.link.core_uuid
-
-        def claim(cb: Callback) -> bool:
-            started.clear()
-            if cb.final:
-                return False
-            if cb.state == "queued":
-                started.extend(apply(cb, Start(ts=time.time())))
-                cb.node, cb.core_uuid = node, core
-            elif cb.node != node:
-                return False  # live on another FreeSWITCH: only that node's worker adopts it
-            cb.worker, cb.job_id = self.name, entry_id
-            return True
-
-        cb = self.store.update_if(callback_id, claim)
-        if cb is None:
-            self.store.dead_letter(entry_id, fields, f"no callback record {callback_id!r}")
-            return
-        if cb.final:
-            self.store.ack(entry_id)
-            return
-        if cb.worker != self.name:
-            log.info("callback %s: live on node %s, not ours (%s)", cb.id, cb.node, node)
-            return
-        self._adopt(cb, entry_id)
-        if started:
-            log.info("callback %s: claimed job %s", cb.id, entry_id)
-            self._execute(cb, started)
-        else:
-            log.warning("callback %s: adopting (state %s) from a previous worker", cb.id, cb.state)
-            if self.link.core_uuid is not None:
-                self.recovery.reconcile_one(cb, self.link.core_uuid, time.time())
-
-    def _create_from_request(self, entry_id: str, fields: dict[str, str]) -> str | None:
-        raw = fields.get("request")
-        if raw is None:
-            self.store.dead_letter(entry_id, fields, "job has neither 'callback_id' nor 'request'")
-            return None
-        try:
-            body = json.loads(raw)
-            if not isinstance(body, dict):
-                raise ValidationError({"_schema": ["request must be a JSON object"]})
-            req = schemas.REQUEST_SCHEMA.load(body)
-            cb = schemas.build_callback(
-                req, self.settings, callback_id=uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex)
-        except (ValueError, ValidationError, PolicyDenied) as exc:
-            if isinstance(exc, ValidationError):
-                reason = json.dumps(exc.messages)
-            elif isinstance(exc, PolicyDenied):
-                reason = f"{exc}: {json.dumps(exc.errors)}"
-            else:
-                reason = str(exc)
-            log.warning("job %s: invalid, dead-lettered: %s", entry_id, reason)
-            self.store.dead_letter(entry_id, fields, f"invalid request: {reason}")
-            return None
-        cb.job_id = entry_id
-        self.store.create_from_job(cb, entry_id)
-        log.info("callback %s: created from redis-cli job %s", cb.id, entry_id)
-        return cb.id
-
-    def _adopt(self, cb: Callback, entry_id: str | None) -> None:
+    def adopt(self, cb: Callback, entry_id: str | None) -> None:
         self.live[cb.id] = cb
         if entry_id:
             self.entries[cb.id] = entry_id
         for name, leg in cb.legs.items():
             self.by_uuid[leg.uuid] = (cb.id, name)
             self.by_job[leg.job_uuid] = (cb.id, name)
-        self._dirty.setdefault(cb.id, (cb, cb.state))
+        self.recorder.mark(cb)
 
     def _forget(self, cb: Callback) -> None:
         self.live.pop(cb.id, None)
@@ -277,26 +178,9 @@ class Worker:
             try:
                 self.store.touch(self.name, list(self.entries.values()))
                 if not self._draining.is_set() and self.link.up.is_set():
-                    self._take_over_stale_jobs()
+                    self.intake.take_over_stale_jobs()
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
-
-    def _take_over_stale_jobs(self) -> None:
-        """Claim the silent jobs that are ours to take: queued ones, or live on our node.
-
-        A live callback on another node is left alone (never claimed), so it waits for a
-        worker of its own node instead of bouncing between workers that cannot adopt it.
-        """
-        idle = self.settings.reclaim_idle_s
-        for entry_id, consumer, fields in self.store.stale_jobs(idle, exclude=self.name):
-            callback_id = self.store.callback_id_of(entry_id, fields)
-            cb = self.store.get(callback_id) if callback_id else None
-            if cb is not None and not cb.final and cb.state != "queued" \
-                    and cb.node != self.link.node:
-                continue
-            if self.store.claim(self.name, entry_id, idle):
-                log.warning("job %s: taken over from silent worker %s", entry_id, consumer)
-                self._take_all([(entry_id, fields)])
 
     def _sweep_loop(self) -> None:
         while not self._stopping.wait(self.settings.sweep_interval_s):
@@ -351,7 +235,7 @@ class Worker:
 
     def feed(self, cb: Callback, event: Input) -> None:
         """Apply one input to a live callback and carry out what it asks."""
-        self._dirty.setdefault(cb.id, (cb, cb.state))
+        self.recorder.mark(cb)
         self._execute(cb, apply(cb, event))
 
     # -- actions --------------------------------------------------------------------
@@ -389,7 +273,7 @@ class Worker:
             log.info("callback %s: %s (%s)", cb.id, action.state, action.outcome)
             entry = self.entries.pop(cb.id, None)
             if entry:
-                self._to_ack.append(entry)
+                self.recorder.ack_later(entry)
 
     def _originate(self, cb: Callback, name: str) -> None:
         leg, peer = cb.legs[name], cb.legs[other(name)]
@@ -402,13 +286,11 @@ class Worker:
         command = commands.originate(dial)
         # Durable before dialled: a worker that dies now leaves a record saying "dialing",
         # so whoever adopts the callback checks the channel instead of dialling again.
-        saved = self._dirty.pop(cb.id, (cb, cb.state))[1]
         try:
-            self.store.save(cb, saved)
+            self.recorder.save_now(cb)
         except redis.RedisError as exc:
             # Not durable, so not dialled yet: retried as soon as Redis answers again (the
             # answered leg keeps hearing ringback; its park_timeout bounds the wait).
-            self._dirty.setdefault(cb.id, (cb, saved))
             self._retry_originates.add((cb.id, name))
             log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s", cb.id,
                         name, exc)
@@ -439,16 +321,4 @@ class Worker:
 
     def flush(self) -> None:
         """Write every changed record (and ack finished jobs) in one go."""
-        if not self._dirty and not self._to_ack:
-            return
-        dirty, self._dirty = self._dirty, {}
-        acks, self._to_ack = self._to_ack, []
-        try:
-            self.store.save_many([(cb, saved) for cb, saved in dirty.values()])
-            for entry in acks:
-                self.store.ack(entry)
-        except redis.RedisError:
-            for cb_id, item in dirty.items():
-                self._dirty.setdefault(cb_id, item)
-            self._to_ack.extend(acks)
-            raise
+        self.recorder.flush()

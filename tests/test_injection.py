@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 from stack import TEST_ROUTES, Stack
 
 from fsctl.events import SUBSCRIBED_EVENTS
+from fsctl.intake import JOB_NAMESPACE
 from fsctl.simulator.channel import Channel
-from fsctl.worker import JOB_NAMESPACE
 
 pytestmark = pytest.mark.integration
 
@@ -258,7 +258,9 @@ wrong_types = st.recursive(
         st.sampled_from(HOSTILE_KEYS) | st.text(max_size=6), inner, max_size=3),
     max_leaves=5)
 pooled_strings = st.sampled_from(HOSTILE_STRINGS)
-pooled_wrong = st.sampled_from(WRONG_TYPES)
+# deep-copied: a body mutates what it drew, and a pooled object mutated in place would make
+# later examples draw differently (hypothesis: FlakyStrategyDefinition)
+pooled_wrong = st.sampled_from(WRONG_TYPES).map(copy.deepcopy)
 SHAPES = [
     lambda v, s: [v], lambda v, s: [v, s], lambda v, s: {s: v}, lambda v, s: {"to": v, s: s},
     lambda v, s: [[v]], lambda v, s: {"a": [v, {"b": s}]}, lambda v, s: {"leg_A": {"to": v}},

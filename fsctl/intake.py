@@ -1,0 +1,147 @@
+"""Jobs in: claim a queued callback, adopt one a dead worker left live, create one from a
+redis-cli request (or dead-letter it with the reason). Never a second dial: a started
+callback is only adopted, by a worker of the FreeSWITCH node its channels are on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid as uuidlib
+from typing import TYPE_CHECKING
+
+import redis
+from marshmallow import ValidationError
+
+from . import schemas
+from .callback import Action, Start, apply
+from .errors import PolicyDenied
+from .model import Callback
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+JOB_NAMESPACE = uuidlib.UUID("5b0e7c53-2f6a-4d0e-9b7e-6f2a1c1d2e3f")
+"""Namespace of the callback ids derived from redis-cli job entry ids (uuid5)."""
+
+
+class Intake:
+    """The worker's job intake (I/O through the worker's store and link)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.claiming: set[str] = set()
+        """Callback ids being claimed right now (a claim yields on its Redis round trip)."""
+
+    def resume_own_jobs(self) -> None:
+        """After a restart under the same name: this worker's unacknowledged jobs first."""
+        for entry_id, fields in self.w.store.own_pending(self.w.name):
+            self.take_job(entry_id, fields)
+
+    def take_all(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        for entry_id, fields in entries:
+            try:
+                self.take_job(entry_id, fields)
+            except redis.RedisError as exc:
+                log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
+            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the loop
+                log.exception("job %s: unexpected error", entry_id)
+                self.w.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
+
+    def take_job(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Claim one job: start a queued callback, or adopt one a dead worker left live."""
+        callback_id = fields.get("callback_id")
+        if callback_id is None:
+            callback_id = self._create_from_request(entry_id, fields)
+            if callback_id is None:
+                return
+        if callback_id in self.w.live or callback_id in self.claiming:
+            if callback_id in self.w.live:
+                self.w.entries[callback_id] = entry_id
+            return
+        self.claiming.add(callback_id)
+        try:
+            self._claim(callback_id, entry_id, fields)
+        finally:
+            self.claiming.discard(callback_id)
+
+    def _claim(self, callback_id: str, entry_id: str, fields: dict[str, str]) -> None:
+        started: list[Action] = []
+        node, core = self.w.link.node, self.w.link.core_uuid
+
+        def claim(cb: Callback) -> bool:
+            started.clear()
+            if cb.final:
+                return False
+            if cb.state == "queued":
+                started.extend(apply(cb, Start(ts=time.time())))
+                cb.node, cb.core_uuid = node, core
+            elif cb.node != node:
+                return False  # live on another FreeSWITCH: only that node's worker adopts it
+            cb.worker, cb.job_id = self.w.name, entry_id
+            return True
+
+        cb = self.w.store.update_if(callback_id, claim)
+        if cb is None:
+            self.w.store.dead_letter(entry_id, fields, f"no callback record {callback_id!r}")
+            return
+        if cb.final:
+            self.w.store.ack(entry_id)
+            return
+        if cb.worker != self.w.name:
+            log.info("callback %s: live on node %s, not ours (%s)", cb.id, cb.node, node)
+            return
+        self.w.adopt(cb, entry_id)
+        if started:
+            log.info("callback %s: claimed job %s", cb.id, entry_id)
+            self.w._execute(cb, started)
+        else:
+            log.warning("callback %s: adopting (state %s) from a previous worker", cb.id, cb.state)
+            if self.w.link.core_uuid is not None:
+                self.w.recovery.reconcile_one(cb, self.w.link.core_uuid, time.time())
+
+    def _create_from_request(self, entry_id: str, fields: dict[str, str]) -> str | None:
+        raw = fields.get("request")
+        if raw is None:
+            self.w.store.dead_letter(entry_id, fields, "job has neither 'callback_id' nor 'request'")
+            return None
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValidationError({"_schema": ["request must be a JSON object"]})
+            req = schemas.REQUEST_SCHEMA.load(body)
+            cb = schemas.build_callback(
+                req, self.w.settings, callback_id=uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex)
+        except (ValueError, ValidationError, PolicyDenied) as exc:
+            if isinstance(exc, ValidationError):
+                reason = json.dumps(exc.messages)
+            elif isinstance(exc, PolicyDenied):
+                reason = f"{exc}: {json.dumps(exc.errors)}"
+            else:
+                reason = str(exc)
+            log.warning("job %s: invalid, dead-lettered: %s", entry_id, reason)
+            self.w.store.dead_letter(entry_id, fields, f"invalid request: {reason}")
+            return None
+        cb.job_id = entry_id
+        self.w.store.create_from_job(cb, entry_id)
+        log.info("callback %s: created from redis-cli job %s", cb.id, entry_id)
+        return cb.id
+
+    def take_over_stale_jobs(self) -> None:
+        """Claim the silent jobs that are ours to take: queued ones, or live on our node.
+
+        A live callback on another node is left alone (never claimed), so it waits for a
+        worker of its own node instead of bouncing between workers that cannot adopt it.
+        """
+        idle = self.w.settings.reclaim_idle_s
+        for entry_id, consumer, fields in self.w.store.stale_jobs(idle, exclude=self.w.name):
+            callback_id = self.w.store.callback_id_of(entry_id, fields)
+            cb = self.w.store.get(callback_id) if callback_id else None
+            if cb is not None and not cb.final and cb.state != "queued" \
+                    and cb.node != self.w.link.node:
+                continue
+            if self.w.store.claim(self.w.name, entry_id, idle):
+                log.warning("job %s: taken over from silent worker %s", entry_id, consumer)
+                self.take_all([(entry_id, fields)])

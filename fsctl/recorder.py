@@ -1,0 +1,54 @@
+"""Coalesced writes of the worker's records to Redis.
+
+Every change marks its callback dirty (remembering the state last written, so the
+state indexes move correctly); a flush writes all of them and acknowledges the jobs of
+finished callbacks in one go. A failed flush keeps everything for the next one.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from .model import Callback
+from .store import Store
+
+
+class Recorder:
+    """The records a worker changed but has not written yet, and the jobs to acknowledge."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._dirty: dict[str, tuple[Callback, str]] = {}
+        self._to_ack: list[str] = []
+
+    def mark(self, cb: Callback) -> None:
+        """``cb`` is about to change (or just did, from the state it was last written in)."""
+        self._dirty.setdefault(cb.id, (cb, cb.state))
+
+    def ack_later(self, entry_id: str) -> None:
+        self._to_ack.append(entry_id)
+
+    def save_now(self, cb: Callback) -> None:
+        """Write one record synchronously (before its originate); raises RedisError."""
+        saved = self._dirty.pop(cb.id, (cb, cb.state))[1]
+        try:
+            self.store.save(cb, saved)
+        except redis.RedisError:
+            self._dirty.setdefault(cb.id, (cb, saved))
+            raise
+
+    def flush(self) -> None:
+        """Write every changed record and acknowledge finished jobs; raises RedisError."""
+        if not self._dirty and not self._to_ack:
+            return
+        dirty, self._dirty = self._dirty, {}
+        acks, self._to_ack = self._to_ack, []
+        try:
+            self.store.save_many(list(dirty.values()))
+            for entry in acks:
+                self.store.ack(entry)
+        except redis.RedisError:
+            for cb_id, item in dirty.items():
+                self._dirty.setdefault(cb_id, item)
+            self._to_ack.extend(acks)
+            raise
