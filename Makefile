@@ -24,7 +24,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check --line-length 100 --target-version py311 \
-	    --select E,F,W,I,B,UP,BLE --ignore E501 fsctl tests
+	    --extend-select E,W,I,B,UP,BLE --ignore E501 fsctl tests
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

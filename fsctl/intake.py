@@ -46,7 +46,7 @@ class Intake:
                 self.take_job(entry_id, fields)
             except redis.RedisError as exc:
                 log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
-            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the loop
+            except Exception as exc:
                 log.exception("job %s: unexpected error", entry_id)
                 self.w.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
 

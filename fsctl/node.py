@@ -118,7 +118,7 @@ class NodeLink:
             self.up.set()
             try:
                 self._on_up(core_uuid)
-            except Exception:  # noqa: BLE001 - reconcile errors must not kill the link
+            except Exception:
                 log.exception("FreeSWITCH %s: reconcile failed", self.node)
             reason = self._watch()
             self.up.clear()

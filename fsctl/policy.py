@@ -28,7 +28,7 @@ PREMIUM_PREFIXES = ("1900", "1976", "0900", "0190", "4990", "4419", "4490", "448
 
 
 def digits(number: str) -> str:
-    return number[1:] if number.startswith("+") else number
+    return number.removeprefix("+")
 
 
 @dataclass(frozen=True, slots=True)

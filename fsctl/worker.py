@@ -148,7 +148,7 @@ class Worker:
                 log.warning("worker %s: redis read failed: %s", self.name, exc)
                 self._stopping.wait(REDIS_RETRY_S)
                 continue
-            except Exception:  # noqa: BLE001 - the loop that claims jobs must never die
+            except Exception:
                 log.exception("worker %s: reading jobs failed", self.name)
                 self._stopping.wait(REDIS_RETRY_S)
                 continue

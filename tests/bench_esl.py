@@ -34,7 +34,7 @@ def event_frames(as_json: bool = False) -> list[bytes]:
         data, pos = path.read_bytes(), 0
         while pos < len(data):
             end = data.index(b"\n\n", pos) + 2
-            m = re.search(rb"^Content-Length: (\d+)$", data[pos:end], re.M)
+            m = re.search(rb"^Content-Length: (\d+)$", data[pos:end], re.MULTILINE)
             end += int(m.group(1)) if m else 0
             if b"Content-Type: text/event-plain" in data[pos:end]:
                 frames.append(data[pos:end])

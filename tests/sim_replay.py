@@ -151,7 +151,7 @@ def frame_ends(data: bytes) -> list[int]:
         end = data.find(b"\n\n", pos)
         if end < 0:
             return ends
-        length = re.search(rb"^Content-Length: (\d+)$", data[pos:end], re.M)
+        length = re.search(rb"^Content-Length: (\d+)$", data[pos:end], re.MULTILINE)
         pos = end + 2 + (int(length.group(1)) if length else 0)
         ends.append(pos)
 

@@ -14,9 +14,9 @@ UB = "22222222-2222-4222-8222-222222222222"
 
 
 def dial(**over: object) -> Dial:
-    base = dict(uuid=UA, callback_id="a" * 32, leg="A", to="1000123", caller_id_number="1000125",
-                caller_id_name=None, route=RouteTemplate.parse("default", "user/{to}"),
-                ring_timeout_s=30, park_timeout_s=40)
+    base = {"uuid": UA, "callback_id": "a" * 32, "leg": "A", "to": "1000123", "caller_id_number": "1000125",
+                "caller_id_name": None, "route": RouteTemplate.parse("default", "user/{to}"),
+                "ring_timeout_s": 30, "park_timeout_s": 40}
     base.update(over)
     return Dial(**base)  # type: ignore[arg-type]
 

@@ -45,7 +45,7 @@ def split_frames(data: bytes) -> list[bytes]:
     frames, pos = [], 0
     while pos < len(data):
         end = data.index(b"\n\n", pos) + 2
-        m = re.search(rb"^Content-Length: (\d+)$", data[pos:end], re.M)
+        m = re.search(rb"^Content-Length: (\d+)$", data[pos:end], re.MULTILINE)
         if m:
             end += int(m.group(1))
         frames.append(data[pos:end])
@@ -238,9 +238,8 @@ def test_connect_timeout_without_greeting(make):
 
 def test_connect_interrupted_by_caller_timeout_cleans_up(make):
     _, client = make(lambda p: p.read_command(), connect=False)
-    with pytest.raises(gevent.Timeout):
-        with gevent.Timeout(0.1):
-            client.connect()
+    with pytest.raises(gevent.Timeout), gevent.Timeout(0.1):
+        client.connect()
     wait_for(lambda: greenlets_dead(client))
     assert client.disconnect_reason == "connect interrupted"
 
@@ -286,7 +285,7 @@ def test_api_and_bgapi_replies_from_recordings(make):
         else:
             first, job_line = rec["cmd"].split("\n")
             job_uuid = job_line.removeprefix("Job-UUID: ")
-            text = re.search(r"^Reply-Text: (.*)$", reply, re.M).group(1)
+            text = re.search(r"^Reply-Text: (.*)$", reply, re.MULTILINE).group(1)
             assert client.bgapi(first[6:], job_uuid) == text == f"+OK Job-UUID: {job_uuid}"
 
 

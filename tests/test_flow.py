@@ -81,7 +81,7 @@ def test_a_no_answer(stack) -> None:
 def test_b_rejected_hangs_up_a(stack) -> None:
     rec = stack.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "reject"}})
     rec = stack.wait_for(rec["id"], "failed")
-    a, b = legs(rec)
+    a, _b = legs(rec)
     assert rec["outcome"] == "b_rejected"
     assert a["state"] == "hungup" or "answered" in a["times"]
     stack.wait_no_channels(uuids(rec))
@@ -106,7 +106,7 @@ def test_cancel_while_a_leg_rings(stack, ringing: str) -> None:
     body[f"leg_{ringing}"]["route"] = "slow"
     rec = stack.create(body)
     rec = stack.wait_for(rec["id"], "dialing" if ringing == "A" else "waiting")
-    code, reply, _ = stack.http("DELETE", f"/voice/call/callback/{rec['id']}")
+    code, _reply, _ = stack.http("DELETE", f"/voice/call/callback/{rec['id']}")
     assert code in (200, 202)
     rec = stack.wait_for(rec["id"], "cancelled")
     assert rec["outcome"] == "cancelled"

@@ -85,7 +85,7 @@ def destination_allowed(route: str, to: str) -> bool:
     spec = ROUTES[route]
     if not NUMBER.fullmatch(to):
         return False
-    digits = to[1:] if to.startswith("+") else to
+    digits = to.removeprefix("+")
     if any(digits.startswith(p.lstrip("+")) for p in spec.get("deny_prefixes", [])):
         return False
     return (any(digits.startswith(p.lstrip("+")) for p in spec.get("allow_prefixes", []))

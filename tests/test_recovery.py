@@ -148,7 +148,7 @@ def test_redis_outage_gives_503_and_the_worker_resumes(tmp_path) -> None:
         gevent.sleep(1.2)  # AOF everysec: let the last writes reach the disk
         proc.kill()
         proc.wait()
-        code, reply, headers = s.http("POST", "/voice/call/callback",
+        code, _reply, headers = s.http("POST", "/voice/call/callback",
                                       {"leg_A": {"to": "1000127"}, "leg_B": {"to": "1000128"}})
         assert code == 503 and headers.get("Retry-After") == "1"
         s.http("DELETE", f"/voice/call/callback/{before['id']}")  # 503 too: nothing recorded

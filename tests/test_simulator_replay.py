@@ -76,11 +76,11 @@ def check_api_reply(sim: Simulator, command: str, recorded: str, got: str) -> No
 
 def compare_legs(sc: Scenario, recorded: dict[str, list], live: dict[str, list]) -> None:
     assert sorted(live) == sorted(recorded), "legs differ"
-    for label in recorded:
-        rec_events = [e for e in recorded[label] if e[0] != "BACKGROUND_JOB"]
+    for label, rec_leg in recorded.items():
+        rec_events = [e for e in rec_leg if e[0] != "BACKGROUND_JOB"]
         live_events = [e for e in live[label] if e[0] != "BACKGROUND_JOB"]
         assert live_events == rec_events, f"{sc.name} leg {label}: event sequence differs"
-        rec_jobs = [(i, e) for i, e in enumerate(recorded[label]) if e[0] == "BACKGROUND_JOB"]
+        rec_jobs = [(i, e) for i, e in enumerate(rec_leg) if e[0] == "BACKGROUND_JOB"]
         live_jobs = [(i, e) for i, e in enumerate(live[label]) if e[0] == "BACKGROUND_JOB"]
         assert [e for _, e in live_jobs] == [e for _, e in rec_jobs], f"leg {label} job"
         for (ri, _), (li, _) in zip(rec_jobs, live_jobs, strict=True):

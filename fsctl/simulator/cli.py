@@ -79,7 +79,7 @@ class CommandLog:
     """Appends every command the simulator receives to a file, one JSON line each."""
 
     def __init__(self, path: str) -> None:
-        self._fh: IO[str] = open(path, "a", encoding="utf-8")
+        self._fh: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def write(self, conn_id: int, text: str, headers: dict[str, str]) -> None:
         line = json.dumps({"conn": conn_id, "text": _masked(text), "headers": headers,

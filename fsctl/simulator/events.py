@@ -84,7 +84,7 @@ def now_us() -> int:
 class OutEvent:
     """One event ready to be sent; encodings are built at most once."""
 
-    __slots__ = ("name", "segments", "body", "_plain", "_json", "_lookup")
+    __slots__ = ("_json", "_lookup", "_plain", "body", "name", "segments")
 
     def __init__(self, name: str, segments: list[Segment], body: str | None = None) -> None:
         self.name = name

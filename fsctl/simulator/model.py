@@ -30,7 +30,7 @@ _NULL_CODEC = ("L16", "8000", "128000")
 class Job:
     """One api/bgapi command execution: its API event and, for bgapi, its BACKGROUND_JOB."""
 
-    __slots__ = ("job_uuid", "command", "arg", "api_seq", "api_ts", "on_result", "done")
+    __slots__ = ("api_seq", "api_ts", "arg", "command", "done", "job_uuid", "on_result")
 
     def __init__(self, command: str, arg: str, api_seq: int, job_uuid: str | None = None,
                  on_result: Callable[[str], None] | None = None) -> None:
@@ -301,8 +301,8 @@ class CallModel(AppsMixin):
         return (a is not None and b is not None and a is not b and a.answered and b.answered
                 and not a.hung and not b.hung and not a.bridged and not b.bridged)
 
-    def _leave_app(self, ch: Channel) -> bool:
-        race = ch.finishing
+    def _stop_app(self, ch: Channel) -> None:
+        """Stop a playback and leave park, with the events FreeSWITCH sends for that."""
         if ch.playback is not None:
             self.stop_playback(ch)
         if ch.parked:
@@ -310,6 +310,10 @@ class CallModel(AppsMixin):
                 self.emit(ch, "CHANNEL_UNPARK", True)
             self._exec_complete(ch, ch.app, ch.app_data, ch.app_response)
             ch.parked = False
+
+    def _leave_app(self, ch: Channel) -> bool:
+        race = ch.finishing
+        self._stop_app(ch)
         ch.finishing = False
         self._state(ch, "CS_HIBERNATE")
         self._state(ch, "CS_RESET")
@@ -372,13 +376,7 @@ class CallModel(AppsMixin):
         ch.bridged = False
         if job_early:
             self.finish_job(ch.job, f"-ERR {cause}\n")
-        if ch.playback is not None:
-            self.stop_playback(ch)
-        if ch.parked:
-            if ch.app == "park":
-                self.emit(ch, "CHANNEL_UNPARK", True)
-            self._exec_complete(ch, ch.app, ch.app_data, ch.app_response)
-            ch.parked = False
+        self._stop_app(ch)
         self._state(ch, "CS_HANGUP")
         self._callstate(ch, "HANGUP")
         self._state(ch, "CS_REPORTING")

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import gevent
 from gevent.server import StreamServer
@@ -105,7 +105,7 @@ class Simulator:
             conn.abort()
         log.info("simulator on port %d stopped", self.port)
 
-    def __enter__(self) -> Simulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
