@@ -101,6 +101,10 @@ class Intake:
             log.warning("callback %s: adopting (state %s) from a previous worker", cb.id, cb.state)
             if self.w.link.core_uuid is not None:
                 self.w.recovery.reconcile_one(cb, self.w.link.core_uuid, time.time())
+        # Checked once the callback is live here: a cancel asked for before that was not
+        # heard on the control stream (no worker had it), one asked for after it will be.
+        if self.w.store.cancel_requested(cb.id):
+            self.w.cancel(cb.id)
 
     def _create_from_request(self, entry_id: str, fields: dict[str, str]) -> str | None:
         raw = fields.get("request")
@@ -134,14 +138,17 @@ class Intake:
 
         A live callback on another node is left alone (never claimed), so it waits for a
         worker of its own node instead of bouncing between workers that cannot adopt it.
+        Our own silent jobs are taken again too: a job a Redis error interrupted is left
+        pending, and without this only a restart would retry it.
         """
         idle = self.w.settings.reclaim_idle_s
-        for entry_id, consumer, fields in self.w.store.stale_jobs(idle, exclude=self.w.name):
+        for entry_id, consumer, fields in self.w.store.stale_jobs(idle):
             callback_id = self.w.store.callback_id_of(entry_id, fields)
             cb = self.w.store.get(callback_id) if callback_id else None
             if cb is not None and not cb.final and cb.state != "queued" \
                     and cb.node != self.w.link.node:
                 continue
             if self.w.store.claim(self.w.name, entry_id, idle):
-                log.warning("job %s: taken over from silent worker %s", entry_id, consumer)
+                log.warning("job %s: %s", entry_id, "retried" if consumer == self.w.name
+                            else f"taken over from silent worker {consumer}")
                 self.take_all([(entry_id, fields)])

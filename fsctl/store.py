@@ -9,6 +9,8 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:jobs:dead``       invalid jobs with the payload and the reason (stream)
 - ``<p>:job:<entry-id>``  which callback a redis-cli job became (string)
 - ``<p>:control``         cancel requests for live callbacks (stream)
+- ``<p>:cancel:<id>``     a cancel was asked for this live callback (string, 24 h): read by
+  whoever adopts it later, so a cancel sent while no worker listened is not lost
 - ``<p>:rate:<owner>:<minute>``  API requests of one token in one minute (counter)
 - ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
 - ``<p>:dest:<digits>``   callbacks to one number in the current hour (counter)
@@ -36,6 +38,8 @@ GROUP = "workers"
 """The consumer group every worker reads jobs through."""
 CONTROL_MAXLEN = 10_000
 """Approximate length the control stream is trimmed to."""
+CANCEL_TTL_S = 86_400
+"""How long a cancel request for a live callback is remembered."""
 DEAD_MAXLEN = 100_000
 """Approximate length the dead-letter stream is trimmed to."""
 LIVE_MAX_AGE_S = 4 * 3600
@@ -125,6 +129,9 @@ class Keys:
 
     def state(self, state: str) -> str:
         return f"{self.prefix}:state:{state}"
+
+    def cancel(self, callback_id: str) -> str:
+        return f"{self.prefix}:cancel:{callback_id}"
 
     def job(self, entry_id: str) -> str:
         return f"{self.prefix}:job:{entry_id}"
@@ -299,8 +306,8 @@ class Store:
         return [(entry_id, fields) for _stream, entries in reply for entry_id, fields in entries
                 if fields]
 
-    def stale_jobs(self, min_idle_s: float, count: int = 100,
-                   exclude: str | None = None) -> list[tuple[str, str, dict[str, str]]]:
+    def stale_jobs(self, min_idle_s: float,
+                   count: int = 100) -> list[tuple[str, str, dict[str, str]]]:
         """Jobs whose consumer has been silent for ``min_idle_s`` (a dead worker), unclaimed.
 
         Returns (entry id, consumer, fields); the caller decides whether the job is its to
@@ -311,8 +318,6 @@ class Store:
         out: list[tuple[str, str, dict[str, str]]] = []
         for item in pending:
             consumer = item["consumer"]
-            if consumer == exclude:
-                continue
             entries = self.r.xrange(self.keys.jobs, item["message_id"], item["message_id"])
             if entries:
                 out.append((item["message_id"], consumer, entries[0][1]))
@@ -357,8 +362,16 @@ class Store:
     # -- control ------------------------------------------------------------------
 
     def request_cancel(self, callback_id: str) -> None:
-        self.r.xadd(self.keys.control, {"cmd": "cancel", "callback_id": callback_id},
-                    maxlen=CONTROL_MAXLEN, approximate=True)
+        """Ask for a live callback to be cancelled: remembered first, then announced, so a
+        worker either hears it on the control stream or finds it when it adopts the callback."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.cancel(callback_id), "1", ex=CANCEL_TTL_S)
+            pipe.xadd(self.keys.control, {"cmd": "cancel", "callback_id": callback_id},
+                      maxlen=CONTROL_MAXLEN, approximate=True)
+            pipe.execute()
+
+    def cancel_requested(self, callback_id: str) -> bool:
+        return bool(self.r.exists(self.keys.cancel(callback_id)))
 
     def read_control(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
         reply = self.r.xread({self.keys.control: last_id}, block=block_ms, count=100)

@@ -202,10 +202,15 @@ class Worker:
                 continue
             for entry_id, fields in entries:
                 last = entry_id
-                cb = self.live.get(fields.get("callback_id", ""))
-                if cb is not None and fields.get("cmd") == "cancel":
-                    log.info("callback %s: cancel", cb.id)
-                    self.feed(cb, Cancel(ts=time.time()))
+                if fields.get("cmd") == "cancel":
+                    self.cancel(fields.get("callback_id", ""))
+
+    def cancel(self, callback_id: str) -> None:
+        """Cancel a callback live on this worker (others' are ignored; repeats are harmless)."""
+        cb = self.live.get(callback_id)
+        if cb is not None and not cb.final:
+            log.info("callback %s: cancel", cb.id)
+            self.feed(cb, Cancel(ts=time.time()))
 
     # -- events ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import uuid
 
 import gevent
 import pytest
+import redis
 from stack import Stack
 
 from fsctl.simulator import SimConfig
@@ -111,12 +112,7 @@ def test_a_dead_workers_live_callback_is_adopted_not_redialled(sim_stack, redis_
     s = sim_stack
     rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "slow"}})
     rec = s.wait_for(rec["id"], "waiting")
-    # the worker "dies": its loops stop, nothing is flushed or acknowledged any more
-    dead = s.worker
-    dead._stopping.set()
-    dead._draining.set()
-    dead.link.stop()
-    gevent.joinall(dead._greenlets, timeout=3)
+    kill_worker(s.worker)
     # another worker on the same node takes the job over after reclaim_idle_s
     heir = Worker(s.settings, s.store, name="heir")
     heir.start()
@@ -132,6 +128,50 @@ def test_a_dead_workers_live_callback_is_adopted_not_redialled(sim_stack, redis_
     s.wait_leg(rec["id"], "A", "hungup")
     wait_until(lambda: s.redis.xpending(s.store.keys.jobs, "workers")["pending"] == 0, 3,
                "job acknowledged")
+
+
+def kill_worker(worker: Worker) -> None:
+    """The worker "dies": its loops stop, nothing is flushed or acknowledged any more."""
+    worker._stopping.set()
+    worker._draining.set()
+    worker.link.stop()
+    gevent.joinall(worker._greenlets, timeout=3)
+
+
+def test_a_cancel_sent_while_no_worker_listens_is_carried_out_on_adoption(sim_stack) -> None:
+    s = sim_stack
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "slow"}})
+    rec = s.wait_for(rec["id"], "waiting")
+    kill_worker(s.worker)
+    code, reply, _ = s.http("DELETE", f"/voice/call/callback/{rec['id']}")
+    assert code == 202 and reply["state"] == "waiting"  # live: only a worker can hang it up
+    gevent.sleep(0.5)  # the control stream's announcement is long gone when the heir starts
+    heir = Worker(s.settings, s.store, name="heir")
+    heir.start()
+    s.worker = heir
+    final = s.wait_for(rec["id"], "cancelled", timeout_s=10)
+    assert "bridged" not in [h.get("state") for h in final["history"] if h["event"] == "state"]
+    assert "bridged" not in final["legs"]["B"]["times"]
+    s.wait_no_channels({final["legs"]["A"]["uuid"], final["legs"]["B"]["uuid"]})
+
+
+def test_a_job_left_pending_by_a_redis_error_is_retried_by_its_own_worker(sim_stack) -> None:
+    s = sim_stack
+    real = s.store.update_if
+    failed: list[str] = []
+
+    def update_if_failing_once(callback_id, change):
+        if not failed:
+            failed.append(callback_id)
+            raise redis.ConnectionError("injected: Redis went away during the claim")
+        return real(callback_id, change)
+
+    s.store.update_if = update_if_failing_once  # the worker and the API share this store
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+    wait_until(lambda: failed, 5, "the injected failure")
+    assert s.get(rec["id"])["state"] == "queued"
+    # no other worker exists: only its own worker can take the job again (after reclaim_idle_s)
+    s.wait_for(rec["id"], "bridged", timeout_s=10)
 
 
 def test_redis_outage_gives_503_and_the_worker_resumes(tmp_path) -> None:
