@@ -31,6 +31,11 @@ def digits(number: str) -> str:
     return number.removeprefix("+")
 
 
+def destination(to: str) -> str:
+    """One spelling per destination, for counting calls to it: no '+', SIP addresses lowercased."""
+    return to.lower() if "@" in to else digits(to)
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A named dial-string template with its destination policy (default deny)."""

@@ -104,9 +104,14 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
         if reason:
             denied[f"leg_{name}"] = {"to": [reason]}
             continue
+        from_ = spec.get("from_") or peer_spec["to"]
+        if not NUMBER_RE.fullmatch(from_):
+            why = f"required: the other leg's 'to' ({from_!r}) is not a number to show as caller ID"
+            errors[f"leg_{name}"] = {"from": [why]}
+            continue
         legs[name] = Leg(
             to=spec["to"],
-            from_=spec.get("from_") or peer_spec["to"],
+            from_=from_,
             caller_id_name=spec.get("caller_id_name"),
             route=route,
             ring_timeout_s=spec.get("ring_timeout", settings.ring_timeout_s),

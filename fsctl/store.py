@@ -13,7 +13,7 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
   whoever adopts it later, so a cancel sent while no worker listened is not lost
 - ``<p>:rate:<owner>:<minute>``  API requests of one token in one minute (counter)
 - ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
-- ``<p>:dest:<digits>``   callbacks to one number in the current hour (counter)
+- ``<p>:dest:<number>``   callbacks to one destination in the current hour (counter)
 - ``<p>:idem:<owner>:<key>``  the callback an Idempotency-Key created (string, 24 h)
 """
 
@@ -30,7 +30,7 @@ import redis
 
 from .errors import StoreError
 from .model import CALLBACK_STATES, Callback
-from .policy import digits
+from .policy import destination
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Store:
         limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
         now = time.time()
         window = int(now // 60)
-        dests = sorted({digits(leg.to) for leg in cb.legs.values()})
+        dests = sorted({destination(leg.to) for leg in cb.legs.values()})
         keys = [self.keys.callback(cb.id), self.keys.callbacks, self.keys.state(cb.state),
                 self.keys.jobs, self.keys.rate(limits.owner, window), self.keys.live(cb.owner),
                 self.keys.idempotency(cb.owner, idempotency_key or "-"),

@@ -72,3 +72,11 @@ def test_embedded_default_denies_premium_rate() -> None:
     assert r.refusal("1000123") is None
     assert r.refusal("19005551234") is not None and r.refusal("+4490012345") is not None
     assert r.refusal("123") is not None  # too short for the embedded default
+
+
+def test_one_spelling_per_destination_for_the_cooldown() -> None:
+    from fsctl.policy import destination
+
+    assert destination("+4930123456") == destination("4930123456") == "4930123456"
+    spellings = {"alice@pbx.example.com", "alice@PBX.example.com", "Alice@Pbx.Example.Com"}
+    assert {destination(s) for s in spellings} == {"alice@pbx.example.com"}

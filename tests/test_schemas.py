@@ -64,3 +64,23 @@ def test_a_trailing_newline_never_passes(field: str, value: str) -> None:
     with pytest.raises(ValidationError) as err:
         REQUEST_SCHEMA.load({"leg_A": leg, "leg_B": {"to": "1000125"}})
     assert field in err.value.messages["leg_A"]
+
+
+def sip_settings(tmp_path):
+    path = tmp_path / "routes.json"
+    path.write_text('{"default_route": "pstn", "routes": {'
+                    '"pstn": {"template": "null/{to}", "allow": ["[0-9]{4,15}"]},'
+                    '"pbx": {"template": "sofia/internal/{to}", "sip_hosts": ["pbx.example.com"]}}}')
+    return settings_mod.load({"FSCTL_ROUTES_FILE": str(path)})
+
+
+def test_a_sip_destination_needs_an_explicit_caller_id_for_the_other_leg(tmp_path) -> None:
+    s = sip_settings(tmp_path)
+    sip_b = {"to": "alice@pbx.example.com", "route": "pbx"}
+    req = REQUEST_SCHEMA.load({"leg_A": {"to": "1000123"}, "leg_B": sip_b})
+    with pytest.raises(ValidationError) as err:
+        build_callback(req, s)  # A would be shown 'alice@pbx.example.com' as caller ID
+    assert "not a number" in err.value.messages["leg_A"]["from"][0]
+    req = REQUEST_SCHEMA.load({"leg_A": {"to": "1000123", "from": "1000125"}, "leg_B": sip_b})
+    cb = build_callback(req, s)
+    assert cb.legs["A"].from_ == "1000125" and cb.legs["B"].from_ == "1000123"
