@@ -21,6 +21,10 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+RUN_SHUTDOWN_GRACE_S = 5.0
+"""`fsctl run`: how long live calls may go on after Ctrl-C (FSCTL_SHUTDOWN_GRACE_S wins)."""
+RUN_STOP_MARGIN_S = 5.0
+"""`fsctl run`: how long a process may take to exit after its SIGTERM (beyond the grace)."""
 
 
 def _logging() -> None:
@@ -124,8 +128,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .embedded import start_redis, wait_port
 
     env = dict(os.environ)
+    # Live calls get a short grace on Ctrl-C; what is still up then is adopted on the next run.
+    env.setdefault("FSCTL_SHUTDOWN_GRACE_S", str(RUN_SHUTDOWN_GRACE_S))
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     var = Path(args.var).resolve()
+
+    def spawn(name: str, argv: list[str]) -> None:
+        # A session of its own: Ctrl-C reaches only this process, which stops the others in
+        # order (API and worker while Redis and FreeSWITCH still answer, then those two).
+        procs.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+
     try:
         if not env.get("FSCTL_REDIS_URL"):
             procs.append(("redis", start_redis(args.redis_port, var / "redis")))
@@ -135,13 +147,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             env["FSCTL_ESL_HOST"], env["FSCTL_ESL_PORT"] = "127.0.0.1", port
             env["FSCTL_ESL_PASSWORD"] = secrets.token_urlsafe(18)
             env.pop("FSCTL_ESL_USER", None)
-            procs.append(("simulator", subprocess.Popen(
-                [sys.executable, "-m", "fsctl", "simulate", "--host", "127.0.0.1",
-                 "--port", port, "--password-env", "FSCTL_ESL_PASSWORD"], env=env)))
+            spawn("simulator", [sys.executable, "-m", "fsctl", "simulate", "--host", "127.0.0.1",
+                                "--port", port, "--password-env", "FSCTL_ESL_PASSWORD"])
             wait_port("127.0.0.1", args.esl_port, 10)
-        procs.append(("api", subprocess.Popen([sys.executable, "-m", "fsctl", "api"], env=env)))
-        procs.append(("worker", subprocess.Popen([sys.executable, "-m", "fsctl", "worker"],
-                                                 env=env)))
+        spawn("api", [sys.executable, "-m", "fsctl", "api"])
+        spawn("worker", [sys.executable, "-m", "fsctl", "worker"])
         wait_port(env.get("FSCTL_API_HOST", "127.0.0.1"), int(env.get("FSCTL_API_PORT", "8080")),
                   15)
         log.info("fsctl is running: POST http://127.0.0.1:%s/voice/call/callback (Ctrl-C stops)",
@@ -155,15 +165,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("stopping")
         return 0
     finally:
-        for _, p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in reversed(procs):
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", name)
-                p.kill()
+        grace_s = float(env["FSCTL_SHUTDOWN_GRACE_S"]) + RUN_STOP_MARGIN_S
+        apps = [(n, p) for n, p in procs if n in ("api", "worker")]
+        stop(apps, grace_s)
+        stop([(n, p) for n, p in procs if n == "simulator"], RUN_STOP_MARGIN_S)
+        stop([(n, p) for n, p in procs if n == "redis"], RUN_STOP_MARGIN_S)
+
+
+def stop(procs: list[tuple[str, subprocess.Popen[bytes]]], timeout_s: float) -> None:
+    """SIGTERM these processes together; SIGKILL what is still running after ``timeout_s``."""
+    for _, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for name, p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", name)
+            p.kill()
+            p.wait()
 
 
 def _http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:

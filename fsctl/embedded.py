@@ -37,6 +37,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(host: str, port: int, timeout_s: float) -> None:
     """Wait until something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout_s
@@ -54,19 +63,25 @@ def start_redis(port: int, data_dir: Path, *, appendonly: bool = True,
                 extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """Start redis-server on 127.0.0.1:port with its data (AOF everysec) under data_dir."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    if port_in_use("127.0.0.1", port):
+        raise ConfigError(f"127.0.0.1:{port} is already in use: stop what listens there, "
+                          "choose another port, or point FSCTL_REDIS_URL at that Redis")
+    logfile = data_dir / "redis-server.log"
     args = [
         find_redis_server(), "--bind", "127.0.0.1", "--port", str(port),
         "--dir", str(data_dir), "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
         "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
-        *extra_args,
+        "--logfile", str(logfile), *extra_args,
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port("127.0.0.1", port, REDIS_START_TIMEOUT_S)
+        if proc.poll() is not None:
+            raise TimeoutError("redis-server exited")
     except TimeoutError:
         proc.kill()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        err = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
         raise ConfigError(f"redis-server did not start on port {port}: {err}") from None
     log.info("redis-server on 127.0.0.1:%d (data in %s)", port, data_dir)
     return proc
