@@ -20,7 +20,7 @@ FSCTL_OWN = {"FSCTL_ESL_ADMIN_PASSWORD"}  # read by freeswitch-conf/vars.xml, no
 def routes_examples() -> list[tuple[str, dict]]:
     found = []
     for doc in DOCS:
-        for block in re.findall(r"```json\n(.*?)```", (ROOT / doc).read_text(), re.S):
+        for block in re.findall(r"```json\n(.*?)```", (ROOT / doc).read_text(), re.DOTALL):
             parsed = json.loads(block)
             if "routes" in parsed:
                 found.append((doc, parsed))
