@@ -5,6 +5,7 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:callback:<id>``   the callback record (JSON string)
 - ``<p>:callbacks``       every callback id, scored by creation time (zset)
 - ``<p>:state:<state>``   callback ids in that state, scored by creation time (zset)
+- ``<p>:owner:<owner>``   the callback ids one API token created, scored by creation time (zset)
 - ``<p>:jobs``            the job queue (stream; consumer group ``workers``)
 - ``<p>:jobs:dead``       invalid jobs with the payload and the reason (stream)
 - ``<p>:job:<entry-id>``  which callback a redis-cli job became (string)
@@ -68,21 +69,23 @@ redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[7]) - tonumber(ARG
 if tonumber(ARGV[5]) >= 0 and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then
   return {'live', 5}
 end
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   local n = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tonumber(ARGV[6]) >= 0 and n >= tonumber(ARGV[6]) then
-    return {'dest', redis.call('TTL', KEYS[i]), i - 7}
+    return {'dest', redis.call('TTL', KEYS[i]), i - 8}
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
 if ARGV[11] == '1' then redis.call('SET', KEYS[7], ARGV[2], 'EX', tonumber(ARGV[12])) end
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[10])) end
 end
 redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[13])
+redis.call('ZADD', KEYS[8], ARGV[3], ARGV[2])
 local entry = redis.call('XADD', KEYS[4], '*', 'callback_id', ARGV[2])
 return {'ok', entry}
 """
@@ -142,6 +145,9 @@ class Keys:
     def live(self, owner: str | None) -> str:
         return f"{self.prefix}:live:{owner or OPEN_OWNER}"
 
+    def owner(self, owner: str | None) -> str:
+        return f"{self.prefix}:owner:{owner or OPEN_OWNER}"
+
     def dest(self, number: str) -> str:
         return f"{self.prefix}:dest:{number}"
 
@@ -190,10 +196,10 @@ class Store:
         keys = [self.keys.callback(cb.id), self.keys.callbacks, self.keys.state(cb.state),
                 self.keys.jobs, self.keys.rate(limits.owner, window), self.keys.live(cb.owner),
                 self.keys.idempotency(cb.owner, idempotency_key or "-"),
-                *[self.keys.dest(d) for d in dests]]
+                self.keys.owner(cb.owner), *[self.keys.dest(d) for d in dests]]
         args = [_dump(cb), cb.id, cb.created_at, limits.rate_per_minute, limits.max_live,
                 limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S,
-                "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S]
+                "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now)]
         try:
             reply = self._admit(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -263,7 +269,11 @@ class Store:
         """Newest first; ``before`` is the created_at of the last item of the previous page."""
         if state is not None and state not in CALLBACK_STATES:
             raise StoreError(f"unknown state {state!r}")
-        index = self.keys.state(state) if state else self.keys.callbacks
+        # A token pages through its own index only, however many callbacks others have.
+        if owner is not None:
+            index = self.keys.owner(owner)
+        else:
+            index = self.keys.state(state) if state else self.keys.callbacks
         hi = f"({before}" if before is not None else "+inf"
         out: list[Callback] = []
         offset = 0
@@ -277,11 +287,25 @@ class Store:
                 if not raw:
                     continue
                 cb = Callback.from_dict(json.loads(raw))
-                if owner is None or cb.owner == owner:
+                if (owner is None or cb.owner == owner) and (state is None or cb.state == state):
                     out.append(cb)
                     if len(out) == limit:
                         break
         return out
+
+    def index_cutoff(self, now: float) -> float:
+        """Creation time before which every record has expired (finished within
+        LIVE_MAX_AGE_S, then kept record_ttl_s): older index entries point at nothing."""
+        return now - self.record_ttl_s - LIVE_MAX_AGE_S
+
+    def prune_indexes(self, now: float) -> int:
+        """Drop index entries whose records have expired; the number dropped. (A token's own
+        index is pruned each time it creates a callback.)"""
+        cutoff = self.index_cutoff(now)
+        pipe = self.r.pipeline(transaction=False)
+        for key in (self.keys.callbacks, *(self.keys.state(s) for s in CALLBACK_STATES)):
+            pipe.zremrangebyscore(key, "-inf", cutoff)
+        return sum(pipe.execute())
 
     # -- jobs ---------------------------------------------------------------------
 

@@ -184,10 +184,10 @@ class Worker:
 
     def _sweep_loop(self) -> None:
         while not self._stopping.wait(self.settings.sweep_interval_s):
-            if not self.link.up.is_set():
-                continue
             try:
-                self.recovery.sweep()
+                self.store.prune_indexes(time.time())
+                if self.link.up.is_set():
+                    self.recovery.sweep()
             except (ESLError, redis.RedisError, ValueError) as exc:
                 log.warning("worker %s: sweep failed: %s", self.name, exc)
 

@@ -7,6 +7,7 @@ from stack import SEED, Stack
 from support import esl_target
 
 from fsctl.auth import Principal, Token, authenticate, hash_token, parse_tokens
+from fsctl.schemas import REQUEST_SCHEMA, build_callback
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +96,49 @@ def test_authenticate_compares_every_hash() -> None:
     assert authenticate(None, toks) is None
     assert authenticate(f"Basic {FULL}", toks) is None
     assert isinstance(authenticate(f"Bearer {READER}", toks), Principal)
+
+
+def test_a_tokens_list_pages_through_its_own_index_only(api) -> None:
+    # 200 callbacks of someone else (the open redis-cli owner) sit in the global index
+    for i in range(200):
+        cb = build_callback(REQUEST_SCHEMA.load(
+            {"leg_A": {"to": f"1002{i:03d}"}, "leg_B": {"to": "1000125"}}), api.settings)
+        api.store.create_from_job(cb, f"1-{i}")
+    code, mine, _ = api.http("POST", "/voice/call/callback", SEED, headers=bearer(FULL))
+    assert code == 202
+    calls: list[str] = []
+    real = api.store.r.zrevrangebyscore
+
+    def counted(key, *args, **kwargs):
+        calls.append(key)
+        return real(key, *args, **kwargs)
+
+    api.store.r.zrevrangebyscore = counted
+    try:
+        _, page, _ = api.http("GET", "/voice/call/callback?limit=5", headers=bearer(FULL))
+        assert [item["id"] for item in page["items"]] == [mine["id"]]
+        _, page, _ = api.http("GET", "/voice/call/callback?state=queued", headers=bearer(FULL))
+        assert [item["id"] for item in page["items"]] == [mine["id"]]
+        _, page, _ = api.http("GET", "/voice/call/callback?state=failed", headers=bearer(FULL))
+        assert page["items"] == []
+    finally:
+        api.store.r.zrevrangebyscore = real
+    assert set(calls) == {api.store.keys.owner("full")}, calls
+
+
+def test_index_entries_of_expired_records_are_pruned(api) -> None:
+    code, rec, _ = api.http("POST", "/voice/call/callback", SEED, headers=bearer(FULL))
+    assert code == 202
+    keys = api.store.keys
+    indexes = [keys.callbacks, keys.state("queued"), keys.owner("full")]
+    assert all(api.redis.zscore(k, rec["id"]) is not None for k in indexes)
+    created = rec["created_at"]
+    assert api.store.prune_indexes(created) == 0  # nothing is old enough yet
+    later = created + api.store.record_ttl_s + 5 * 3600
+    assert api.store.prune_indexes(later) == 2  # the global and the state index
+    # a token's own index is pruned when that token creates its next callback
+    api.redis.zadd(keys.owner("full"), {"stale-id": created - api.store.record_ttl_s - 5 * 3600})
+    code, _, _ = api.http("POST", "/voice/call/callback",
+                          {"leg_A": {"to": "1000127"}, "leg_B": {"to": "1000128"}},
+                          headers=bearer(FULL))
+    assert code == 202 and api.redis.zscore(keys.owner("full"), "stale-id") is None
