@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .callback import Input, LegSignal, Lost
-from .commands import check_uuid, uuid_getvar, uuid_kill
+from .commands import UUID_RE, check_uuid, uuid_getvar, uuid_kill
 from .errors import ESLError
 from .model import Callback
 
@@ -123,6 +123,9 @@ class Recovery:
             self._foreign.clear()
 
     def _sweep_channel(self, uuid: str) -> None:
+        if not UUID_RE.fullmatch(uuid):
+            self._foreign.add(uuid)  # not a UUID fsctl makes (lowercase v4): not ours
+            return
         try:
             callback_id = self.w.link.api(uuid_getvar(uuid, "fsctl_callback_id")).strip()
         except (ESLError, ValueError) as exc:

@@ -39,7 +39,7 @@ from .callback import (
     Originate,
     apply,
 )
-from .errors import ESLError, InvalidValue
+from .errors import ESLError, FsctlError, InvalidValue
 from .events import ChannelFact, JobFact, translate
 from .intake import Intake
 from .model import Callback, other
@@ -188,8 +188,10 @@ class Worker:
                 self.store.prune_indexes(time.time())
                 if self.link.up.is_set():
                     self.recovery.sweep()
-            except (ESLError, redis.RedisError, ValueError) as exc:
+            except (FsctlError, redis.RedisError, ValueError) as exc:
                 log.warning("worker %s: sweep failed: %s", self.name, exc)
+            except Exception:
+                log.exception("worker %s: sweep failed", self.name)  # the sweeper must not die
 
     def _control_loop(self) -> None:
         last = "$"

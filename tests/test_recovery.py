@@ -108,6 +108,20 @@ def test_sweeper_hangs_up_orphans_of_finished_or_unknown_callbacks(sim_stack) ->
     s.kill(foreign)
 
 
+def test_a_channel_with_an_odd_uuid_does_not_stop_the_sweeper(sim_stack) -> None:
+    s = sim_stack
+    odd = str(uuid.uuid4()).upper()  # someone else's channel; fsctl refuses to name it
+    s.esl.bgapi(f"originate {{origination_uuid={odd}}}null/1000998 &park()", str(uuid.uuid4()))
+    wait_until(lambda: odd in {r["uuid"] for r in s.channels()}, 2, "the odd channel")
+    gevent.sleep(3 * s.settings.sweep_interval_s)  # a few sweeps pass over it
+    orphan = str(uuid.uuid4())
+    s.esl.bgapi(f"originate {{origination_uuid={orphan},fsctl_callback_id={'e' * 32},"
+                f"fsctl_leg=A}}null/1000999 &park()", str(uuid.uuid4()))
+    wait_until(lambda: orphan not in {r["uuid"] for r in s.channels()}, 4, "orphan hung up")
+    assert odd in {r["uuid"] for r in s.channels()}  # not fsctl's: left alone
+    s.kill(odd)
+
+
 def test_a_dead_workers_live_callback_is_adopted_not_redialled(sim_stack, redis_url) -> None:
     s = sim_stack
     rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125", "route": "slow"}})
