@@ -221,19 +221,23 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     @app.get(BASE)
     def index() -> Response:
         who = require("callbacks:read")
-        state = request.args.get("state")
+        try:
+            args = request.args
+        except UnicodeDecodeError:
+            raise ApiError(422, "invalid query", {"_query": ["must be UTF-8"]}) from None
+        state = args.get("state")
         errors: dict[str, list[str]] = {}
         if state is not None and state not in CALLBACK_STATES:
             errors["state"] = [f"must be one of {', '.join(CALLBACK_STATES)}"]
         limit, before = 50, None
         try:
-            limit = int(request.args.get("limit", "50"))
+            limit = int(args.get("limit", "50"))
             if not 1 <= limit <= LIST_LIMIT_MAX:
                 raise ValueError
         except ValueError:
             errors["limit"] = [f"must be a whole number from 1 to {LIST_LIMIT_MAX}"]
         try:
-            before = float(request.args["before"]) if "before" in request.args else None
+            before = float(args["before"]) if "before" in args else None
             if before is not None and not math.isfinite(before):
                 raise ValueError
         except ValueError:

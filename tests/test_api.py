@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from stack import SEED
@@ -121,3 +122,19 @@ def test_idempotency_key_makes_a_retry_safe(api) -> None:
     code4, bad, _ = api.http("POST", "/voice/call/callback", SEED,
                              headers={"Idempotency-Key": "has space"})
     assert code4 == 422 and "Idempotency-Key" in bad["errors"]
+
+
+@pytest.mark.parametrize("target,code", [
+    (b"/voice/call/callback?state=\xff", 422),
+    (b"/voice/call/callback?limit=\xc3\x28", 422),
+    (b"/voice/call/callback/\xff\xfe", 404),
+])
+def test_raw_non_utf8_bytes_in_the_url_are_a_clear_4xx(api, target: bytes, code: int) -> None:
+    with socket.create_connection(("127.0.0.1", api.api_port), timeout=5) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status = int(reply.split(b" ", 2)[1])
+    body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert status == code and body["code"] == code, reply[:300]
