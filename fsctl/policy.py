@@ -31,9 +31,16 @@ def digits(number: str) -> str:
     return number.removeprefix("+")
 
 
+def international(number: str) -> str:
+    """The digits after the international prefix ('+' or ITU's '00'), else all the digits."""
+    num = digits(number)
+    return num.removeprefix("00")
+
+
 def destination(to: str) -> str:
-    """One spelling per destination, for counting calls to it: no '+', SIP addresses lowercased."""
-    return to.lower() if "@" in to else digits(to)
+    """One spelling per destination, for counting calls to it and telling legs apart:
+    '+49…', '0049…' and '49…' are one; SIP addresses are lowercased."""
+    return to.lower() if "@" in to else international(to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +73,9 @@ class Route:
         if not NUMBER_RE.fullmatch(to):
             return f"{to!r} is not a phone number"
         num = digits(to)
+        spellings = {num, international(to)}  # '0019…' must not slip past a denied '1900'
         for prefix in self.deny_prefixes:
-            if num.startswith(prefix):
+            if any(n.startswith(prefix) for n in spellings):
                 return f"destinations starting {prefix} are denied on route {self.name!r}"
         if any(num.startswith(p) for p in self.allow_prefixes):
             return None

@@ -11,7 +11,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from .commands import CALLER_NAME_RE, NUMBER_RE
 from .errors import InvalidValue, PolicyDenied
 from .model import MODES, Callback, Leg
-from .policy import DESTINATION_RE
+from .policy import DESTINATION_RE, destination
 from .settings import Settings
 
 ROUTE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -69,7 +69,8 @@ class CallbackRequestSchema(Schema):
 
     @validates_schema
     def _distinct(self, data: dict[str, Any], **_: Any) -> None:
-        if "leg_A" in data and "leg_B" in data and data["leg_A"]["to"] == data["leg_B"]["to"]:
+        if "leg_A" in data and "leg_B" in data and \
+                destination(data["leg_A"]["to"]) == destination(data["leg_B"]["to"]):
             raise ValidationError("leg_A and leg_B call the same number", "leg_B")
 
 

@@ -78,5 +78,23 @@ def test_one_spelling_per_destination_for_the_cooldown() -> None:
     from fsctl.policy import destination
 
     assert destination("+4930123456") == destination("4930123456") == "4930123456"
+    assert destination("004930123456") == "4930123456"
     spellings = {"alice@pbx.example.com", "alice@PBX.example.com", "Alice@Pbx.Example.Com"}
     assert {destination(s) for s in spellings} == {"alice@pbx.example.com"}
+
+
+def test_the_international_prefix_00_does_not_slip_past_a_denied_prefix() -> None:
+    r = route(allow=[r"[0-9]{4,15}"], deny_prefixes=["1900"])
+    assert "1900" in r.refusal("0019005550123")
+    assert r.refusal("0049301234567") is None
+
+
+def test_legs_that_are_one_number_spelled_twice_are_refused() -> None:
+    from marshmallow import ValidationError
+
+    from fsctl.schemas import REQUEST_SCHEMA
+
+    for a, b in [("+4915112345678", "4915112345678"), ("004915112345678", "+4915112345678")]:
+        with pytest.raises(ValidationError) as err:
+            REQUEST_SCHEMA.load({"leg_A": {"to": a}, "leg_B": {"to": b}})
+        assert "same number" in str(err.value.messages["leg_B"])
