@@ -80,6 +80,7 @@ class Callback:
     node: str | None = None
     core_uuid: str | None = None
     bridging: bool = False
+    dest_counted: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property

@@ -91,6 +91,15 @@ return {'ok', entry}
 """
 
 
+# Give back one count per destination (never below zero): legs that were never dialled.
+_RELEASE = """
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
+
 class Duplicate(StoreError):
     """The Idempotency-Key was used before: ``callback_id`` is what it created."""
 
@@ -178,6 +187,7 @@ class Store:
         self.keys = Keys(prefix)
         self.record_ttl_s = record_ttl_s
         self._admit = client.register_script(_ADMIT)
+        self._release = client.register_script(_RELEASE)
 
     # -- records ------------------------------------------------------------------
 
@@ -190,6 +200,7 @@ class Store:
         then), and StoreError when Redis fails.
         """
         limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
+        cb.dest_counted = True  # stored with the record only if the script admits it
         now = time.time()
         window = int(now // 60)
         dests = sorted({destination(leg.to) for leg in cb.legs.values()})
@@ -382,6 +393,15 @@ class Store:
         pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at}, nx=True)
         created, *_ = pipe.execute()
         return bool(created)
+
+    def release_destinations(self, cb: Callback) -> None:
+        """Give back the cooldown counts of the legs a finished callback never dialled:
+        nobody was rung, so a cancelled or failed request does not block a number for
+        others. Callers do it once, for a callback whose ``dest_counted`` they clear."""
+        spared = sorted({destination(leg.to) for leg in cb.legs.values()
+                         if "dialed" not in leg.times})
+        if spared:
+            self._release(keys=[self.keys.dest(d) for d in spared])
 
     # -- control ------------------------------------------------------------------
 

@@ -278,6 +278,9 @@ class Worker:
                      reply.strip())
         elif isinstance(action, Finished):
             log.info("callback %s: %s (%s)", cb.id, action.state, action.outcome)
+            if cb.dest_counted:
+                cb.dest_counted = False  # saved with the final record
+                self.store.release_destinations(cb)
             entry = self.entries.pop(cb.id, None)
             if entry:
                 self.recorder.ack_later(entry)
