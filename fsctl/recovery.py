@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .callback import Input, LegSignal, Lost
+from .callback import Cancel, Input, LegSignal, Lost
 from .commands import UUID_RE, check_uuid, uuid_getvar, uuid_kill
 from .errors import ESLError
 from .model import Callback
@@ -105,6 +105,8 @@ class Recovery:
         for cb in list(self.w.live.values()):
             if cb.final:
                 continue
+            if self._talked_too_long(cb, now):
+                continue
             for item in leg_inputs(cb, rows, now):
                 if not (isinstance(item, LegSignal) and item.kind == "hangup"):
                     continue
@@ -121,6 +123,18 @@ class Recovery:
             self._sweep_channel(uuid)
         if len(self._foreign) > KNOWN_FOREIGN_MAX:
             self._foreign.clear()
+
+    def _talked_too_long(self, cb: Callback, now: float) -> bool:
+        """Hang up a call bridged for longer than max_talk_s; True when it was."""
+        bridged = [leg.times["bridged"] for leg in cb.legs.values() if "bridged" in leg.times]
+        if cb.state != "bridged" or not bridged:
+            return False
+        if now - min(bridged) <= self.w.settings.max_talk_s:
+            return False
+        log.warning("callback %s: bridged for over %ds; hanging up", cb.id,
+                    self.w.settings.max_talk_s)
+        self.w.feed(cb, Cancel(ts=now, reason="max_talk_time"))
+        return True
 
     def _sweep_channel(self, uuid: str) -> None:
         if not UUID_RE.fullmatch(uuid):

@@ -70,6 +70,8 @@ class Settings:
     """Default seconds a leg may ring before NO_ANSWER."""
     park_margin_s: int = 10
     """Seconds a parked leg waits beyond the other leg's ring timeout (park_timeout)."""
+    max_talk_s: int = 3 * 3600
+    """Longest a bridged call may last; then both legs are hung up (bounds toll fraud)."""
     max_body_bytes: int = 16 * 1024
     """Largest request body the API reads."""
     ringback: str = "tone_stream://%(2000,4000,440,480);loops=-1"
@@ -179,6 +181,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         api_port=_number(env, "FSCTL_API_PORT", d.api_port, 1, 65535),
         ring_timeout_s=_number(env, "FSCTL_RING_TIMEOUT_S", d.ring_timeout_s, 5, 300),
         park_margin_s=_number(env, "FSCTL_PARK_MARGIN_S", d.park_margin_s, 1, 600),
+        # below the 4 h after which the live-callback limit forgets a callback
+        max_talk_s=_number(env, "FSCTL_MAX_TALK_S", d.max_talk_s, 10, 3 * 3600 + 1800),
         record_ttl_s=_number(env, "FSCTL_RECORD_TTL_S", d.record_ttl_s, 60, 365 * 86400),
         default_route=default_route,
         routes=routes,

@@ -220,3 +220,18 @@ def test_redis_outage_gives_503_and_the_worker_resumes(tmp_path) -> None:
         s.close()
         proc.kill()
         proc.wait()
+
+
+def test_a_call_bridged_longer_than_max_talk_s_is_hung_up(redis_url: str) -> None:
+    s = Stack(redis_url, None, sim_config=SimConfig(answer_delay_s=0.3, talk_s=None),
+              sweep_interval_s=0.5, max_talk_s=2)
+    try:
+        rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+        s.wait_for(rec["id"], "bridged")  # neither party ever hangs up (talk_s=None)
+        final = s.wait_for(rec["id"], "completed", timeout_s=10)
+        assert 2 <= final["talk_time_s"] < 6, final["talk_time_s"]
+        reasons = [h.get("reason") for h in final["history"] if h["event"] == "hangup_requested"]
+        assert "max_talk_time" in reasons
+        s.wait_no_channels({final["legs"]["A"]["uuid"], final["legs"]["B"]["uuid"]})
+    finally:
+        s.close()
