@@ -250,10 +250,10 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
             errors["before"] = ["must be a finite number (a created_at)"]
         if errors:
             raise ApiError(422, "invalid query", errors)
-        items = store.list(state, limit, before, owner=who.name)
+        items, cursor = store.list(state, limit, before, owner=who.name)
         page: dict[str, Any] = {"items": [schemas.present(cb) for cb in items]}
-        if len(items) == limit:
-            page["next"] = f"{BASE}?limit={limit}&before={items[-1].created_at!r}" + (
+        if cursor is not None:
+            page["next"] = f"{BASE}?limit={limit}&before={cursor!r}" + (
                 f"&state={state}" if state else "")
         return _json(page)
 

@@ -84,7 +84,8 @@ class CallbackPageSchema(Schema):
 
     items = fields.List(fields.Nested(CallbackViewSchema), required=True)
     next = fields.String(metadata={
-        "description": "the next page (present when this page is full)",
+        "description": "the next page; present while more may follow (a page may be short "
+                       "when a filter matches little: follow `next` until it is absent)",
         "pattern": f"^{BASE}\\?"})
 
 

@@ -41,6 +41,8 @@ CONTROL_MAXLEN = 10_000
 """Approximate length the control stream is trimmed to."""
 CANCEL_TTL_S = 86_400
 """How long a cancel request for a live callback is remembered."""
+LIST_SCAN_MAX = 1000
+"""Most index entries one list request reads (then it answers with a cursor)."""
 DEAD_MAXLEN = 100_000
 """Approximate length the dead-letter stream is trimmed to."""
 LIVE_MAX_AGE_S = 4 * 3600
@@ -275,9 +277,14 @@ class Store:
                 except redis.WatchError:
                     continue
 
-    def list(self, state: str | None = None, limit: int = 50,
-             before: float | None = None, owner: str | None = None) -> list[Callback]:
-        """Newest first; ``before`` is the created_at of the last item of the previous page."""
+    def list(self, state: str | None = None, limit: int = 50, before: float | None = None,
+             owner: str | None = None) -> tuple[list[Callback], float | None]:
+        """Newest first; ``before`` is the created_at of the last item of the previous page.
+
+        Returns the items and where the next page starts (None: no more). One call reads at
+        most LIST_SCAN_MAX index entries, so a filter that matches little answers a short
+        page with a cursor rather than walking everything.
+        """
         if state is not None and state not in CALLBACK_STATES:
             raise StoreError(f"unknown state {state!r}")
         # A token pages through its own index only, however many callbacks others have.
@@ -287,22 +294,25 @@ class Store:
             index = self.keys.state(state) if state else self.keys.callbacks
         hi = f"({before}" if before is not None else "+inf"
         out: list[Callback] = []
-        offset = 0
-        while len(out) < limit:
-            ids = self.r.zrevrangebyscore(index, hi, "-inf", start=offset, num=limit * 2)
-            if not ids:
-                break
-            offset += len(ids)
-            raws = self.r.mget([self.keys.callback(i) for i in ids])
-            for raw in raws:
+        offset, last_score = 0, None
+        while len(out) < limit and offset < LIST_SCAN_MAX:
+            rows = self.r.zrevrangebyscore(index, hi, "-inf", start=offset,
+                                           num=min(limit * 2, LIST_SCAN_MAX - offset),
+                                           withscores=True)
+            if not rows:
+                return out, None
+            offset += len(rows)
+            raws = self.r.mget([self.keys.callback(i) for i, _ in rows])
+            for (_, score), raw in zip(rows, raws, strict=True):
+                last_score = score
                 if not raw:
                     continue
                 cb = Callback.from_dict(json.loads(raw))
                 if (owner is None or cb.owner == owner) and (state is None or cb.state == state):
                     out.append(cb)
                     if len(out) == limit:
-                        break
-        return out
+                        return out, cb.created_at
+        return out, last_score if offset >= LIST_SCAN_MAX else None
 
     def index_cutoff(self, now: float) -> float:
         """Creation time before which every record has expired (finished within

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from stack import SEED, Stack
 from support import esl_target
@@ -142,3 +144,35 @@ def test_index_entries_of_expired_records_are_pruned(api) -> None:
                           {"leg_A": {"to": "1000127"}, "leg_B": {"to": "1000128"}},
                           headers=bearer(FULL))
     assert code == 202 and api.redis.zscore(keys.owner("full"), "stale-id") is None
+
+
+def test_a_sparse_filter_answers_bounded_pages_with_a_cursor(api) -> None:
+    from fsctl.store import LIST_SCAN_MAX
+
+    t0 = time.time() - 3600
+    for i in range(LIST_SCAN_MAX + 300):  # many queued callbacks of one token, one cancelled
+        cb = build_callback(REQUEST_SCHEMA.load(
+            {"leg_A": {"to": f"1003{i:04d}"}, "leg_B": {"to": "1000125"}}), api.settings,
+            owner="full", now=t0 + i)
+        if i == 5:
+            cb.state = "cancelled"
+        api.store.create(cb)
+    reads: list[int] = []
+    real = api.store.r.mget
+
+    def counted(keys, *args):
+        reads.append(len(keys))
+        return real(keys, *args)
+
+    api.store.r.mget = counted
+    try:
+        path, found, pages = "/voice/call/callback?state=cancelled&limit=10", [], 0
+        while path:
+            code, page, _ = api.http("GET", path, headers=bearer(FULL))
+            assert code == 200
+            found += [item["legs"]["A"]["to"] for item in page["items"]]
+            path, pages = page.get("next"), pages + 1
+    finally:
+        api.store.r.mget = real
+    assert (found, pages) == (["10030005"], 2), reads  # one capped page, then the rest
+    assert max(reads) <= LIST_SCAN_MAX and sum(reads) == LIST_SCAN_MAX + 300
