@@ -28,7 +28,7 @@ DIAL_STRING_RE = re.compile(
 PLAYBACK_RE = re.compile(r"^[A-Za-z0-9_./:%(),;=+-]{1,200}$")
 
 ESL_API_COMMANDS = ("originate", "uuid_bridge", "uuid_kill", "uuid_broadcast", "uuid_exists",
-                    "uuid_getvar", "show", "status", "global_getvar")
+                    "uuid_getvar", "sched_hangup", "show", "status", "global_getvar")
 """Every api/bgapi command fsctl sends: what the restricted ESL user is allowed."""
 
 DEFAULT_RINGBACK = "tone_stream://%(2000,4000,440,480);loops=-1"
@@ -155,6 +155,13 @@ def uuid_kill(uuid: str, cause: str = "NORMAL_CLEARING") -> str:
     return f"uuid_kill {check_uuid(uuid)} {check_cause(cause)}"
 
 
+def sched_hangup(uuid: str, after_s: int, cause: str = "ALLOTTED_TIMEOUT") -> str:
+    """FreeSWITCH itself hangs ``uuid`` up after ``after_s`` seconds, fsctl alive or not."""
+    if isinstance(after_s, bool) or not isinstance(after_s, int) or not 1 <= after_s <= 86400:
+        raise InvalidValue(f"sched_hangup delay {after_s!r} is not allowed")
+    return f"sched_hangup +{after_s} {check_uuid(uuid)} {check_cause(cause)}"
+
+
 def uuid_broadcast(uuid: str, path: str = DEFAULT_RINGBACK) -> str:
     return f"uuid_broadcast {check_uuid(uuid)} playback::{_check(path, PLAYBACK_RE, 'playback path')} aleg"
 
@@ -165,9 +172,3 @@ def uuid_exists(uuid: str) -> str:
 
 def uuid_getvar(uuid: str, var: str) -> str:
     return f"uuid_getvar {check_uuid(uuid)} {_check(var, VAR_NAME_RE, 'variable name')}"
-
-
-def sched_hangup(uuid: str, after_s: int, cause: str = "ALLOTTED_TIMEOUT") -> str:
-    if not isinstance(after_s, int) or not 1 <= after_s <= 86400:
-        raise InvalidValue(f"sched_hangup delay {after_s!r} is not allowed")
-    return f"sched_hangup +{after_s} {check_uuid(uuid)} {check_cause(cause)}"

@@ -272,6 +272,8 @@ class Worker:
             log.info("callback %s: bridge: %s", cb.id, reply.strip())
             if not reply.startswith("+OK"):
                 self.feed(cb, CommandFailed("bridge", reply.strip(), time.time()))
+                return
+            self._bound_talk_time(cb, (action.a_uuid, action.b_uuid))
         elif isinstance(action, Kill):
             reply = self.link.api(commands.uuid_kill(action.uuid, action.cause))
             log.info("callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause,
@@ -284,6 +286,17 @@ class Worker:
             entry = self.entries.pop(cb.id, None)
             if entry:
                 self.recorder.ack_later(entry)
+
+    def _bound_talk_time(self, cb: Callback, uuids: tuple[str, str]) -> None:
+        """Have FreeSWITCH itself end the call after max_talk_s, fsctl alive or not (the
+        sweep enforces it too, so a failure here is only logged)."""
+        for uuid in uuids:
+            try:
+                reply = self.link.api(commands.sched_hangup(uuid, self.settings.max_talk_s))
+            except ESLError as exc:
+                reply = str(exc)
+            if not reply.startswith("+OK"):
+                log.warning("callback %s: sched_hangup %s: %s", cb.id, uuid, reply.strip())
 
     def _originate(self, cb: Callback, name: str) -> None:
         leg, peer = cb.legs[name], cb.legs[other(name)]

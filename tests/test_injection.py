@@ -820,6 +820,7 @@ def fixed_forms(stack: Stack) -> list[re.Pattern[str]]:
         rf"api uuid_broadcast {UUID} playback::{ringback} aleg",
         rf"api uuid_bridge {UUID} {UUID}",
         rf"api uuid_kill {UUID} [A-Z_]{{3,40}}",
+        rf"api sched_hangup \+{stack.settings.max_talk_s} {UUID} ALLOTTED_TIMEOUT",
         rf"api uuid_exists {UUID}",
         rf"api uuid_getvar {UUID} (?:fsctl_callback_id|fsctl_leg)",
         rf"api show channels(?: like {UUID})? as json",
