@@ -222,33 +222,44 @@ def test_redis_outage_gives_503_and_the_worker_resumes(tmp_path) -> None:
         proc.wait()
 
 
-def test_a_call_bridged_longer_than_max_talk_s_is_hung_up(redis_url: str) -> None:
+@pytest.fixture
+def bounded_talk(redis_url: str):
+    """Parties that never hang up, and calls bounded to 2 s of talk."""
     s = Stack(redis_url, None, sim_config=SimConfig(answer_delay_s=0.3, talk_s=None),
               sweep_interval_s=0.5, max_talk_s=2)
     try:
-        rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
-        s.wait_for(rec["id"], "bridged")  # neither party ever hangs up (talk_s=None)
-        final = s.wait_for(rec["id"], "completed", timeout_s=10)
-        assert 2 <= final["talk_time_s"] < 6, final["talk_time_s"]
-        causes = {final["legs"][leg]["hangup_cause"] for leg in "AB"}
-        reasons = [h.get("reason") for h in final["history"] if h["event"] == "hangup_requested"]
-        # FreeSWITCH's own sched_hangup, or (if that did not happen) the worker's sweep
-        assert "ALLOTTED_TIMEOUT" in causes or "max_talk_time" in reasons, (causes, reasons)
-        s.wait_no_channels({final["legs"]["A"]["uuid"], final["legs"]["B"]["uuid"]})
+        yield s
     finally:
         s.close()
 
 
-def test_freeswitch_ends_an_overlong_call_even_with_no_worker_left(redis_url: str) -> None:
-    s = Stack(redis_url, None, sim_config=SimConfig(answer_delay_s=0.3, talk_s=None),
-              sweep_interval_s=0.5, max_talk_s=2)
-    try:
-        rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
-        rec = s.wait_for(rec["id"], "bridged")
-        kill_worker(s.worker)  # nobody is left to sweep
-        uuids = {rec["legs"]["A"]["uuid"], rec["legs"]["B"]["uuid"]}
-        s.wait_no_channels(uuids, timeout_s=6)
-        sent = [c.text for c in s.sim.commands if c.text.startswith("api sched_hangup")]
-        assert {t.split()[3] for t in sent} == uuids and all(" +2 " in t for t in sent), sent
-    finally:
-        s.close()
+def talk_until_the_bound(s: Stack) -> dict:
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+    s.wait_for(rec["id"], "bridged")
+    final = s.wait_for(rec["id"], "completed", timeout_s=10)
+    assert 2 <= final["talk_time_s"] < 6, final["talk_time_s"]
+    s.wait_no_channels({final["legs"]["A"]["uuid"], final["legs"]["B"]["uuid"]})
+    return final
+
+
+def test_freeswitch_hangs_up_a_call_bridged_longer_than_max_talk_s(bounded_talk) -> None:
+    final = talk_until_the_bound(bounded_talk)
+    assert {final["legs"][leg]["hangup_cause"] for leg in "AB"} & {"ALLOTTED_TIMEOUT"}
+
+
+def test_the_sweep_hangs_it_up_when_freeswitch_was_not_asked_to(bounded_talk) -> None:
+    bounded_talk.worker._bound_talk_time = lambda cb, uuids: None  # sched_hangup never sent
+    final = talk_until_the_bound(bounded_talk)
+    reasons = [h.get("reason") for h in final["history"] if h["event"] == "hangup_requested"]
+    assert "max_talk_time" in reasons
+
+
+def test_freeswitch_ends_an_overlong_call_even_with_no_worker_left(bounded_talk) -> None:
+    s = bounded_talk
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+    rec = s.wait_for(rec["id"], "bridged")
+    kill_worker(s.worker)  # nobody is left to sweep
+    uuids = {rec["legs"]["A"]["uuid"], rec["legs"]["B"]["uuid"]}
+    s.wait_no_channels(uuids, timeout_s=6)
+    sent = [c.text for c in s.sim.commands if c.text.startswith("api sched_hangup")]
+    assert {t.split()[3] for t in sent} == uuids and all(" +2 " in t for t in sent), sent

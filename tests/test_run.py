@@ -51,6 +51,12 @@ def stopped(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
     return out.decode(errors="replace")
 
 
+def assert_nothing_listens(*ports: int) -> None:
+    for port in ports:
+        with pytest.raises(TimeoutError):
+            wait_port("127.0.0.1", port, 0.2)
+
+
 def test_embedded_default_runs_the_readme_example(tmp_path: Path) -> None:
     api_port, redis_port, esl_port = free_port(), free_port(), free_port()
     proc = start_run(tmp_path, api_port, redis_port, esl_port)
@@ -73,10 +79,7 @@ def test_embedded_default_runs_the_readme_example(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         out = stopped(proc, 20)
     assert proc.returncode == 0, out[-3000:]
-    # every child is gone: nothing listens any more
-    for port in (api_port, redis_port, esl_port):
-        with pytest.raises(TimeoutError):
-            wait_port("127.0.0.1", port, 0.2)
+    assert_nothing_listens(api_port, redis_port, esl_port)  # every child is gone
 
 
 def test_ctrl_c_in_the_terminal_mid_call_stops_everything_in_order(tmp_path: Path) -> None:
@@ -98,9 +101,7 @@ def test_ctrl_c_in_the_terminal_mid_call_stops_everything_in_order(tmp_path: Pat
     assert proc.returncode == 0, out[-3000:]
     assert "did not stop in time" not in out, out[-3000:]
     assert "exited; stopping everything" not in out, out[-3000:]  # nobody died first
-    for port in (api_port, redis_port, esl_port):
-        with pytest.raises(TimeoutError):
-            wait_port("127.0.0.1", port, 0.2)
+    assert_nothing_listens(api_port, redis_port, esl_port)
 
 
 def test_a_busy_redis_port_is_a_clear_error(tmp_path: Path) -> None:
