@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "freeswitch"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "freeswitch"  # as support.FIXTURES
 AUTH_OK = b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n"
 EVENTS_OK = b"Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n"
 

@@ -8,22 +8,12 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import gevent
 from gevent.event import Event as GEvent
+from support import fixtures_dir
 
 from fsctl.wire import Event, Frame, FrameReader
-
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "freeswitch"
-
-
-def fixtures_dir() -> Path:
-    """The recordings; a missing directory is an error, never a skip."""
-    if not (FIXTURES / "README.md").is_file():
-        raise FileNotFoundError(
-            f"FreeSWITCH recordings not found at {FIXTURES}: CI must put shared/ beside the clone")
-    return FIXTURES
 
 
 class Client:

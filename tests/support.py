@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures" / "freeswitch"
+FIXTURES = REPO / "tests" / "fixtures" / "freeswitch"
 
 
 def fixtures_dir() -> Path:

@@ -1,5 +1,5 @@
 """fsctl.esl against real sockets on 127.0.0.1: a scripted ESL server replays the
-byte-exact FreeSWITCH recordings in <repo>/../shared/fixtures/freeswitch."""
+byte-exact FreeSWITCH recordings in tests/fixtures/freeswitch."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import unquote
 
 import gevent
 import pytest
 from gevent.server import StreamServer
+from support import fixtures_dir
 
 from fsctl import wire
 from fsctl.errors import (
@@ -28,9 +28,7 @@ from fsctl.errors import (
 )
 from fsctl.esl import ESLClient
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "freeswitch"
-if not (FIXTURES / "bad_auth.rx").is_file():
-    raise RuntimeError(f"FreeSWITCH recordings missing: expected them in {FIXTURES}")
+FIXTURES = fixtures_dir()
 
 SCENARIOS = sorted(p.stem for p in FIXTURES.glob("*.rx") if p.stem != "bad_auth")
 GREETING = b"Content-Type: auth/request\n\n"
