@@ -21,9 +21,17 @@ VAR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 VAR_VALUE_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
 CAUSE_RE = re.compile(r"^[A-Z_]{3,40}$")
 ENDPOINT_RE = re.compile(r"^(?:null|user|loopback|error|sofia|freetdm|verto\.rtc)/[A-Za-z0-9._/+-]{1,120}$")
+HOST_ENDPOINT_RE = re.compile(
+    r"^sofia/[A-Za-z0-9._-]{1,64}/[A-Za-z0-9._+-]{0,32}(?:\{to\})?[A-Za-z0-9._+-]{0,32}"
+    r"@(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:;transport=(?:udp|tcp|tls))?$")
+"""An endpoint with a host fixed by the operator: ``sofia/<profile>/{to}@<host>[:<port>]``
+with an optional ``;transport=udp|tcp|tls`` (IPv6 literals are not accepted: their brackets
+are FreeSWITCH's per-leg variable syntax)."""
 DIAL_STRING_RE = re.compile(
-    r"^(?:null|user|loopback|error|sofia|freetdm|verto\.rtc)/[A-Za-z0-9._/+@:-]{1,250}$")
-"""A whole dial string after substitution: one endpoint, no lists, no parameters."""
+    r"^(?:null|user|loopback|error|sofia|freetdm|verto\.rtc)/[A-Za-z0-9._/+@:-]{1,250}"
+    r"(?:;transport=(?:udp|tcp|tls))?$")
+"""A whole dial string after substitution: one endpoint, no lists, no other parameters."""
 # A path for uuid_broadcast: an operator-configured tone or file, never user input.
 PLAYBACK_RE = re.compile(r"^[A-Za-z0-9_./:%(),;=+-]{1,200}$")
 
@@ -69,6 +77,11 @@ class RouteTemplate:
     endpoint: str
     variables: tuple[tuple[str, str], ...] = field(default=())
 
+    @property
+    def has_host(self) -> bool:
+        """The operator fixed the far host (``…{to}@host``): ``to`` can only be a number."""
+        return "@" in self.endpoint
+
     @classmethod
     def parse(cls, name: str, template: str) -> RouteTemplate:
         """Parse ``[{var=value,...}]endpoint`` where endpoint holds at most one ``{to}``."""
@@ -87,7 +100,16 @@ class RouteTemplate:
             rest = rest[close + 1:]
         if rest.count("{to}") > 1:
             raise InvalidValue(f"route {name!r}: more than one {{to}} placeholder")
-        _check(rest.replace("{to}", "0000"), ENDPOINT_RE, f"route {name!r} endpoint")
+        if "@" in rest:
+            host = HOST_ENDPOINT_RE.fullmatch(rest)
+            if host is None:
+                raise InvalidValue(
+                    f"route {name!r}: endpoint {rest!r} is not allowed; a host goes only in "
+                    "sofia/<profile>/{to}@<host>[:<port>][;transport=udp|tcp|tls]")
+            if host["port"] is not None and not 1 <= int(host["port"]) <= 65535:
+                raise InvalidValue(f"route {name!r}: port {host['port']} is not a port")
+        else:
+            _check(rest.replace("{to}", "0000"), ENDPOINT_RE, f"route {name!r} endpoint")
         return cls(name=name, endpoint=rest, variables=tuple(variables))
 
     def dial_string(self, to: str) -> str:

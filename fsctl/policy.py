@@ -5,7 +5,8 @@ denies by default. A number is allowed only if it matches one of ``allow``
 (regular expressions, full match) or starts with one of ``allow_prefixes``, and
 starts with none of ``deny_prefixes`` (premium rate and the like). Prefixes are
 compared on the digits alone (a leading ``+`` is ignored). A SIP address
-(``user@host``) is allowed only on a route that lists ``host`` in ``sip_hosts``.
+(``user@host``) is allowed only on a route that lists ``host`` in ``sip_hosts``; a route
+whose template fixes the host (``sofia/<profile>/{to}@<host>``) dials numbers only.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Route:
         """Why ``to`` may not be dialled on this route, or None when it may."""
         if "@" in to:
             user, _, host = to.partition("@")
-            if not self.sip_hosts:
+            if not self.sip_hosts or self.template.has_host:
                 return f"route {self.name!r} does not dial SIP addresses"
             if not SIP_USER_RE.fullmatch(user) or host.lower() not in self.sip_hosts:
                 return f"route {self.name!r} does not dial host {host!r}"
@@ -126,6 +127,9 @@ def parse_route(name: str, spec: Mapping[str, object]) -> Route:
         raise ConfigError(f"route {name!r}: bad host in 'sip_hosts'")
     if hosts and "{to}" not in parsed.endpoint:
         raise ConfigError(f"route {name!r}: 'sip_hosts' needs a {{to}} in the template")
+    if hosts and parsed.has_host:
+        raise ConfigError(f"route {name!r}: 'sip_hosts' cannot go with a host in the template "
+                          "(the template's host is the only one this route dials)")
     unknown = set(spec) - {"template", "allow", "allow_prefixes", "deny_prefixes", "sip_hosts"}
     if unknown:
         raise ConfigError(f"route {name!r}: unknown keys {sorted(unknown)}")

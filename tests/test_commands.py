@@ -83,3 +83,38 @@ def test_writer_refuses_split_or_reload(text: str) -> None:
 def test_writer_frames_a_bgapi() -> None:
     assert format_command("bgapi status", {"Job-UUID": UA}) == (
         f"bgapi status\nJob-UUID: {UA}\n\n".encode())
+
+
+@pytest.mark.parametrize("template,to,expected", [
+    ("sofia/internal/{to}@10.0.0.5:5060", "1000123", "sofia/internal/1000123@10.0.0.5:5060"),
+    ("sofia/external/{to}@carrier.example", "+4930123", "sofia/external/+4930123@carrier.example"),
+    ("sofia/fsctl/00{to}@127.0.0.1:5090;transport=tcp", "1000123",
+     "sofia/fsctl/001000123@127.0.0.1:5090;transport=tcp"),
+    ("{sip_cid_type=pid}sofia/fsctl/{to}@pbx.example.com;transport=tls", "1000123",
+     "sofia/fsctl/1000123@pbx.example.com;transport=tls"),
+])
+def test_route_templates_may_fix_the_far_host(template: str, to: str, expected: str) -> None:
+    route = RouteTemplate.parse("direct", template)
+    assert route.has_host
+    assert commands.originate(dial(route=route, to=to)).endswith(f"}}{expected} &park()")
+
+
+@pytest.mark.parametrize("template", [
+    "sofia/internal/{to}@10.0.0.5:5060,user/1", "sofia/internal/{to}@10.0.0.5:99999",
+    "sofia/internal/{to}@[::1]:5060", "sofia/internal/{to}@host;transport=sctp",
+    "sofia/internal/{to}@host;maddr=10.0.0.9", "sofia/internal/{to}@a@b", "null/{to}@host",
+    "user/{to}@fsctl.local", "sofia/internal/{to}@host:", "sofia/internal/{to}@-host",
+    "sofia/internal/{to}@host|sofia/internal/x@y", "sofia/internal/{to}@host:_:x",
+    "sofia/gateway/gw/{to}@host", "sofia/internal/{to}@ho st",
+])
+def test_a_host_part_is_refused_unless_it_has_exactly_that_shape(template: str) -> None:
+    with pytest.raises(InvalidValue):
+        RouteTemplate.parse("r", template)
+
+
+@pytest.mark.parametrize("to", ["1000@evil.example", "1000;transport=udp", "1000:5060",
+                                "1000,user/1"])
+def test_request_values_never_add_a_host(to: str) -> None:
+    route = RouteTemplate.parse("direct", "sofia/internal/{to}@10.0.0.5:5060")
+    with pytest.raises(InvalidValue):
+        commands.originate(dial(route=route, to=to))

@@ -98,3 +98,13 @@ def test_legs_that_are_one_number_spelled_twice_are_refused() -> None:
         with pytest.raises(ValidationError) as err:
             REQUEST_SCHEMA.load({"leg_A": {"to": a}, "leg_B": {"to": b}})
         assert "same number" in str(err.value.messages["leg_B"])
+
+
+def test_a_route_with_a_fixed_host_dials_numbers_only() -> None:
+    route = parse_route("direct", {"template": "sofia/internal/{to}@10.0.0.5:5060",
+                                   "allow": [r"[0-9]{4,10}"]})
+    assert route.refusal("1000123") is None
+    assert route.dial_string("1000123") == "sofia/internal/1000123@10.0.0.5:5060"
+    assert "SIP" in route.refusal("alice@10.0.0.5")
+    with pytest.raises(ConfigError, match="host in the template"):
+        parse_route("both", {"template": "sofia/internal/{to}@10.0.0.5", "sip_hosts": ["x.example"]})
