@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import schemas
 from .auth import OPEN, Principal, authenticate
-from .callback import Cancel, apply
+from .callback import Cancel
 from .errors import PolicyDenied, StoreError
 from .model import CALLBACK_STATES, Callback
 from .settings import Settings
@@ -204,21 +204,9 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         require("callbacks:cancel")
         load_own(callback_id)
 
-        counted = [False]
-
-        def cancel_if_queued(cb: Callback) -> bool:
-            counted[0] = False
-            if cb.state != "queued":
-                return False
-            apply(cb, Cancel(ts=time.time()))
-            counted[0], cb.dest_counted = cb.dest_counted, False
-            return True
-
-        cb = store.update_if(callback_id, cancel_if_queued)
+        cb, _ = store.end_queued(callback_id, Cancel(ts=time.time()))
         if cb is None:
             raise ApiError(404, f"no callback {callback_id!r}")
-        if counted[0]:
-            store.release_destinations(cb)  # cancelled while queued: nobody was rung
         if not cb.final:
             store.request_cancel(callback_id)
             log.info("callback %s: cancel requested (state %s)", callback_id, cb.state)

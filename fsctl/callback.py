@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Callback, leg_rank, other
+from .model import LEG_TIMESTAMPS, Callback, Leg, leg_rank, other
 
 # ---- inputs ------------------------------------------------------------------------
 
@@ -59,6 +59,23 @@ class CommandFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Redial:
+    """Dial a leg again under new ids, after its originate was refused for capacity."""
+
+    leg: str
+    uuid: str
+    job_uuid: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """The callback waited longer than it may for a node to dial it."""
+
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
 class Lost:
     """FreeSWITCH lost every channel of the callback (it restarted): end it with ``outcome``."""
 
@@ -67,7 +84,7 @@ class Lost:
     cause: str = "SYSTEM_SHUTDOWN"
 
 
-Input = Start | Cancel | LegSignal | JobDone | CommandFailed | Lost
+Input = Start | Cancel | LegSignal | JobDone | CommandFailed | Redial | Expire | Lost
 
 # ---- actions -----------------------------------------------------------------------
 
@@ -96,12 +113,28 @@ class Kill:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """FreeSWITCH refused the leg for capacity: dial it again (new ids) after ``delay_s``."""
+
+    leg: str
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     state: str
     outcome: str | None
 
 
-Action = Originate | Broadcast | Bridge | Kill | Finished
+Action = Originate | Broadcast | Bridge | Kill | Retry | Finished
+
+THROTTLE_CAUSE = "DESTINATION_OUT_OF_ORDER"
+"""What FreeSWITCH answers an originate over sessions-per-second or max-sessions (also a
+real far end's cause: only a leg that never got a channel counts as throttled)."""
+THROTTLE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+"""Waits before each new attempt of a leg FreeSWITCH refused for capacity; then it fails."""
+THROTTLE_RETRY_TOTAL_S = sum(THROTTLE_RETRY_DELAYS_S)
+"""Longest a leg's dialling can be put off by throttle retries (added to park timeouts)."""
 
 # ---- outcomes ----------------------------------------------------------------------
 
@@ -125,6 +158,7 @@ _REASONS = {
     "ORIGINATE_ERROR": "originate_error",
     "ORIGINATOR_CANCEL": "cancelled",
     "LOST": "lost",
+    "THROTTLED": "throttled",
 }
 _LIFE_SIGNS = frozenset({"created", "ringing", "early", "answered", "parked"})
 _SIGNAL_STATE = {"created": "ringing", "ringing": "ringing", "early": "early",
@@ -164,9 +198,19 @@ def apply(cb: Callback, event: Input) -> list[Action]:
         return _after_leg_change(cb, event.leg, event.kind, event.ts)
     if isinstance(event, JobDone):
         kind = _job_done(cb, event)
+        if kind == "throttled":
+            leg = cb.legs[event.leg]
+            cb.note(event.ts, "throttled", leg=event.leg, attempt=leg.attempts + 1)
+            return [Retry(event.leg, THROTTLE_RETRY_DELAYS_S[leg.attempts])]
         return _after_leg_change(cb, event.leg, kind, event.ts)
     if isinstance(event, CommandFailed):
         return _command_failed(cb, event)
+    if isinstance(event, Redial):
+        return _redial(cb, event)
+    if isinstance(event, Expire):
+        if cb.state != "queued":
+            return []
+        return _finish(cb, "failed", "expired", event.ts)
     if isinstance(event, Lost):
         return _lost(cb, event)
     raise TypeError(f"not a callback input: {event!r}")
@@ -188,11 +232,25 @@ def _finish(cb: Callback, state: str, outcome: str | None, ts: float) -> list[Ac
 
 
 def _dial(cb: Callback, name: str, ts: float) -> Action:
+    """Ask for a leg to be dialled (its ``dialed`` time is stamped when the command goes)."""
     leg = cb.legs[name]
     leg.state = "dialing"
-    leg.times.setdefault("dialed", ts)
     cb.note(ts, "leg", leg=name, state="dialing")
     return Originate(name)
+
+
+def stamp(leg: Leg, stage: str, ts: float) -> None:
+    """Record when ``leg`` reached ``stage`` (once), keeping dialed ≤ ringing ≤ early ≤
+    answered ≤ parked ≤ bridged ≤ hungup: a time read from fsctl's clock never lands after
+    one that FreeSWITCH's events gave to a later stage, nor before an earlier one."""
+    rank = LEG_TIMESTAMPS.index(stage)
+    later = [t for s, t in leg.times.items() if LEG_TIMESTAMPS.index(s) > rank]
+    if later:
+        ts = min(ts, *later)
+    ts = leg.times.setdefault(stage, ts)
+    for s in LEG_TIMESTAMPS[:rank]:
+        if leg.times.get(s, ts) > ts:
+            leg.times[s] = ts
 
 
 def _kill(cb: Callback, name: str, cause: str | None = None) -> list[Action]:
@@ -234,7 +292,7 @@ def _advance_leg(cb: Callback, name: str, state: str, ts: float) -> None:
     if leg_rank(state) > leg_rank(leg.state):
         leg.state = state
         cb.note(ts, "leg", leg=name, state=state)
-    leg.times.setdefault(state, ts)
+    stamp(leg, state, ts)
 
 
 def _leg_signal(cb: Callback, ev: LegSignal) -> None:
@@ -259,7 +317,7 @@ def _leg_signal(cb: Callback, ev: LegSignal) -> None:
         _advance_leg(cb, ev.leg, _SIGNAL_STATE[ev.kind], ev.ts)
         if ev.kind == "parked" and not leg.parked:
             leg.parked = True
-            leg.times.setdefault("parked", ev.ts)
+            stamp(leg, "parked", ev.ts)
 
 
 def _job_done(cb: Callback, ev: JobDone) -> str:
@@ -277,6 +335,12 @@ def _job_done(cb: Callback, ev: JobDone) -> str:
     if "answered" in leg.times or leg.state == "bridged":
         return "noop"
     cause = ev.text.removeprefix("-ERR").strip().split()[0] if ev.text.startswith("-ERR") else None
+    if cause == THROTTLE_CAUSE and leg.state == "dialing" and not cb.final:
+        # No channel event ever came for this leg: FreeSWITCH refused to create it (over
+        # sessions-per-second or max-sessions), the far end was never reached.
+        if leg.attempts < len(THROTTLE_RETRY_DELAYS_S):
+            return "throttled"
+        cause = "THROTTLED"
     _leg_signal(cb, LegSignal(ev.leg, "hangup", ev.ts, cause=cause or "ORIGINATE_ERROR"))
     return "hangup"
 
@@ -292,6 +356,16 @@ def _command_failed(cb: Callback, ev: CommandFailed) -> list[Action]:
         actions += _kill(cb, name)
     outcome = f"{ev.leg.lower()}_{ev.what}_error" if ev.leg else f"{ev.what}_error"
     return actions + _finish(cb, "failed", outcome, ev.ts)
+
+
+def _redial(cb: Callback, ev: Redial) -> list[Action]:
+    leg = cb.legs[ev.leg]
+    if cb.final or not leg.awaiting_redial:
+        return []  # cancelled meanwhile, or not a refused attempt
+    leg.attempts += 1
+    leg.uuid, leg.job_uuid, leg.job_result = ev.uuid, ev.job_uuid, None
+    cb.note(ev.ts, "redial", leg=ev.leg, attempt=leg.attempts + 1, uuid=ev.uuid)
+    return [Originate(ev.leg)]
 
 
 def _lost(cb: Callback, ev: Lost) -> list[Action]:

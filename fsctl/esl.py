@@ -359,11 +359,14 @@ class ESLClient:
 
     def ping(self, timeout_s: float) -> bool:
         """``api status`` within ``timeout_s``: False on timeout or disconnect."""
+        return self.status(timeout_s) is not None
+
+    def status(self, timeout_s: float) -> str | None:
+        """``api status`` within ``timeout_s``: its text, None on timeout or disconnect."""
         try:
-            self.api("status", timeout_s=timeout_s)
+            return self.api("status", timeout_s=timeout_s)
         except (ESLTimeout, ESLDisconnected):
-            return False
-        return True
+            return None
 
     def close(self, timeout_s: float = 1.0) -> None:
         """Polite ``exit`` (bounded), then close the socket and stop the greenlets. Idempotent."""

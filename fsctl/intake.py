@@ -14,7 +14,6 @@ import redis
 from marshmallow import ValidationError
 
 from . import schemas
-from .callback import Action, Start, apply
 from .errors import PolicyDenied
 from .model import Callback
 
@@ -25,6 +24,18 @@ log = logging.getLogger(__name__)
 
 JOB_NAMESPACE = uuidlib.UUID("5b0e7c53-2f6a-4d0e-9b7e-6f2a1c1d2e3f")
 """Namespace of the callback ids derived from redis-cli job entry ids (uuid5)."""
+
+
+ENTRY_TIME_MAX_AGE_S = 86_400
+"""A job's entry id older than this is taken for a hand-made id, not for when it was added."""
+
+
+def entry_time(entry_id: str, now: float) -> float:
+    """When a stream entry was added (its id is ``<ms>-<seq>``, Redis's clock): a redis-cli
+    job waited from then, not from when a worker read it. ``now`` for ids that cannot be."""
+    ms, _, _ = entry_id.partition("-")
+    added = int(ms) / 1000 if ms.isdigit() else now
+    return added if now - ENTRY_TIME_MAX_AGE_S < added <= now else now
 
 
 class Intake:
@@ -68,16 +79,13 @@ class Intake:
             self.claiming.discard(callback_id)
 
     def _claim(self, callback_id: str, entry_id: str, fields: dict[str, str]) -> None:
-        started: list[Action] = []
         node, core = self.w.link.node, self.w.link.core_uuid
 
         def claim(cb: Callback) -> bool:
-            started.clear()
             if cb.final:
                 return False
             if cb.state == "queued":
-                started.extend(apply(cb, Start(ts=time.time())))
-                cb.node, cb.core_uuid = node, core
+                cb.node, cb.core_uuid = node, core  # started later, when it can be dialled
             elif cb.node != node:
                 return False  # live on another FreeSWITCH: only that node's worker adopts it
             cb.worker, cb.job_id = self.w.name, entry_id
@@ -94,13 +102,14 @@ class Intake:
             log.info("callback %s: live on node %s, not ours (%s)", cb.id, cb.node, node)
             return
         self.w.adopt(cb, entry_id)
-        if started:
+        if cb.state == "queued":
             log.info("callback %s: claimed job %s", cb.id, entry_id)
-            self.w._execute(cb, started)
+            self.w.dispatcher.start_later(cb.id)
         else:
             log.warning("callback %s: adopting (state %s) from a previous worker", cb.id, cb.state)
             if self.w.link.core_uuid is not None:
-                self.w.recovery.reconcile_one(cb, self.w.link.core_uuid, time.time())
+                self.w.recovery.reconcile_one(cb, self.w.link.core_uuid, self.w.clock())
+            self.w.resume_dialing(cb)
         # Checked once the callback is live here: a cancel asked for before that was not
         # heard on the control stream (no worker had it), one asked for after it will be.
         if self.w.store.cancel_requested(cb.id):
@@ -117,7 +126,8 @@ class Intake:
                 raise ValidationError({"_schema": ["request must be a JSON object"]})
             req = schemas.REQUEST_SCHEMA.load(body)
             cb = schemas.build_callback(
-                req, self.w.settings, callback_id=uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex)
+                req, self.w.settings, callback_id=uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex,
+                now=entry_time(entry_id, time.time()))
         except (ValueError, ValidationError, PolicyDenied) as exc:
             if isinstance(exc, ValidationError):
                 reason = json.dumps(exc.messages)

@@ -42,11 +42,24 @@ class Leg:
     job_result: str | None = None
     kills: int = 0
     ringback: bool = False
+    attempts: int = 0
+    """Attempts beyond the first: originates FreeSWITCH refused for capacity, dialled again."""
 
     @property
     def alive(self) -> bool:
         """Dialled and not known to be gone."""
         return self.state not in ("pending", "hungup")
+
+    @property
+    def awaiting_redial(self) -> bool:
+        """Its originate was refused for capacity (no channel): it waits to be dialled again."""
+        return (self.state == "dialing" and self.job_result is not None
+                and not self.job_result.startswith("+OK"))
+
+    @property
+    def sent(self) -> bool:
+        """Its current originate went to FreeSWITCH and was not refused for capacity."""
+        return "dialed" in self.times and not self.awaiting_redial
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -5,7 +5,8 @@ A dropped connection is noticed at once (disconnect notice, EOF); a silent one b
 periodic ``api status`` on both with a short timeout. On loss: both are closed,
 then rebuilt with capped exponential backoff and jitter, subscriptions and filters
 set once on the fresh connection, and the owner is told (``on_up``) with the node's
-``core_uuid`` so it can reconcile.
+``core_uuid`` so it can reconcile. Every ping's ``api status`` reply on the command
+connection goes to ``on_status``: it carries the node's session limits and load.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class NodeLink:
     """Keeps an event and a command connection to one FreeSWITCH up."""
 
     def __init__(self, settings: Settings, on_event: Callable[[Event], None],
-                 on_up: Callable[[str], None], on_down: Callable[[str], None]) -> None:
+                 on_up: Callable[[str], None], on_down: Callable[[str], None],
+                 on_status: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.node = f"{settings.esl_host}:{settings.esl_port}"
         self._on_event, self._on_up, self._on_down = on_event, on_up, on_down
+        self._on_status = on_status or (lambda _text: None)
         self.events: ESLClient | None = None
         self.cmds: ESLClient | None = None
         self.core_uuid: str | None = None
@@ -94,6 +97,7 @@ class NodeLink:
         for header, value in EVENT_FILTERS:
             events.add_filter(header, value)
         events.subscribe(list(SUBSCRIBED_EVENTS))
+        self._on_status(cmds.api("status"))
         return cmds.api("global_getvar core_uuid").strip()
 
     def _run(self) -> None:
@@ -136,10 +140,11 @@ class NodeLink:
             conns = [c for c in (self.events, self.cmds) if c is not None]
             if not all(c.connected for c in conns):
                 return "connection closed"
-            pings = [gevent.spawn(c.ping, interval) for c in conns]
+            pings = [gevent.spawn(c.status, interval) for c in conns]
             gevent.joinall(pings, timeout=interval + 0.5)
-            if all(p.value for p in pings):
+            if all(p.value is not None for p in pings):
                 misses = 0
+                self._on_status(pings[-1].value)  # the command connection's
                 continue
             misses += 1
             if misses >= PING_MISSES:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from .callback import Cancel, Input, LegSignal, Lost
@@ -52,8 +51,8 @@ def leg_inputs(cb: Callback, rows: dict[str, dict[str, str]], now: float) -> lis
     """The inputs that bring a callback up to date with the channels that exist. Pure."""
     inputs: list[Input] = []
     for name, leg in cb.legs.items():
-        if not leg.alive:
-            continue
+        if not leg.alive or not leg.sent:
+            continue  # a leg waiting to be dialled (again) has no channel yet
         row = rows.get(leg.uuid)
         if row is None:
             if leg.state == "dialing" and now - leg.times.get("dialed", 0.0) < DIAL_GRACE_S:
@@ -79,7 +78,7 @@ class Recovery:
 
     def reconcile(self, core_uuid: str) -> None:
         """After a (re)connect: bring every live callback of ours up to date."""
-        now = time.time()
+        now = self.w.clock()
         for cb in list(self.w.live.values()):
             self.reconcile_one(cb, core_uuid, now)
 
@@ -100,7 +99,7 @@ class Recovery:
     def sweep(self) -> None:
         """Hang up fsctl channels whose callback is over; end callbacks whose legs vanished."""
         rows = self.channel_rows()
-        now = time.time()
+        now = self.w.clock()
         missing: set[str] = set()
         for cb in list(self.w.live.values()):
             if cb.final:

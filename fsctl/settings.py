@@ -92,6 +92,14 @@ class Settings:
     """At most this many callbacks may ring one number per hour (callback bombing)."""
     max_json_depth: int = 4
     """Deepest JSON nesting a request body may have."""
+    capacity_headroom: float = 0.8
+    """Share of its node's sessions-per-second and max-sessions a worker uses (each leg counts)."""
+    originates_per_s_max: float = 0.0
+    """Cap on one worker's originates per second; 0: only its node's limit decides."""
+    sessions_max: int = 0
+    """Cap on the channels one worker keeps on its node; 0: only its node's limit decides."""
+    queue_timeout_s: float = 120.0
+    """Longest a callback waits queued for a node with a connection and room; then expired."""
 
     def check_esl_password(self) -> None:
         """Refuse the vanilla ClueCon password (and an empty one) unless explicitly allowed."""
@@ -195,4 +203,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         reclaim_idle_s=_number(env, "FSCTL_RECLAIM_IDLE_S", d.reclaim_idle_s, 1, 3600),
         shutdown_grace_s=_number(env, "FSCTL_SHUTDOWN_GRACE_S", d.shutdown_grace_s, 0, 3600),
         sweep_interval_s=_number(env, "FSCTL_SWEEP_INTERVAL_S", d.sweep_interval_s, 0.5, 3600),
+        capacity_headroom=_number(env, "FSCTL_CAPACITY_HEADROOM", d.capacity_headroom, 0.05, 1.0),
+        originates_per_s_max=_number(env, "FSCTL_ORIGINATES_PER_S_MAX", d.originates_per_s_max,
+                                     0.0, 100_000.0),
+        sessions_max=_number(env, "FSCTL_SESSIONS_MAX", d.sessions_max, 0, 10_000_000),
+        queue_timeout_s=_number(env, "FSCTL_QUEUE_TIMEOUT_S", d.queue_timeout_s, 1.0, 86_400.0),
     )

@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 
+from .callback import Input, apply
 from .errors import StoreError
 from .model import CALLBACK_STATES, Callback
 from .policy import destination
@@ -276,6 +277,37 @@ class Store:
                     return cb
                 except redis.WatchError:
                     continue
+
+    def end_queued(self, callback_id: str, event: Input) -> tuple[Callback | None, bool]:
+        """Apply ``event`` (a Cancel, an Expire) to a callback still queued, atomically, and
+        give back its destination counts: nobody was rung. Returns the record and whether
+        this call ended it."""
+        ended, counted = [False], [False]
+
+        def change(cb: Callback) -> bool:
+            ended[0] = counted[0] = False
+            if cb.state != "queued":
+                return False
+            apply(cb, event)
+            ended[0], counted[0], cb.dest_counted = True, cb.dest_counted, False
+            return True
+
+        cb = self.update_if(callback_id, change)
+        if cb is not None and counted[0]:
+            self.release_destinations(cb)
+        return cb, ended[0]
+
+    def end_queued_before(self, cutoff: float, make_event: Callable[[], Input],
+                          count: int = 100) -> list[Callback]:
+        """End (with ``make_event()``) the callbacks still queued that were created before
+        ``cutoff``; returns those ended."""
+        ids = self.r.zrangebyscore(self.keys.state("queued"), "-inf", cutoff, start=0, num=count)
+        out = []
+        for callback_id in ids:
+            cb, ended = self.end_queued(callback_id, make_event())
+            if cb is not None and ended:
+                out.append(cb)
+        return out
 
     def list(self, state: str | None = None, limit: int = 50, before: float | None = None,
              owner: str | None = None) -> tuple[list[Callback], float | None]:

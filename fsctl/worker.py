@@ -1,10 +1,13 @@
 """The worker: jobs in → commands out; events in → state out.
 
-One gevent process per FreeSWITCH node. It claims jobs from the Redis stream,
+One gevent process per FreeSWITCH node. It claims jobs from the Redis stream while its
+node has room (:mod:`fsctl.dispatch` paces every originate under the node's limits),
 drives each callback's pure state machine with FreeSWITCH's events, executes the
 actions over ESL, and writes the records back to Redis (coalesced; a leg's record
 is written before its originate is sent). No greenlet waits per call: events are
 dispatched to their callback through in-memory indexes by leg UUID and Job-UUID.
+Times come from FreeSWITCH's event clock; fsctl's own moments (a dial, a cancel) are
+read on :meth:`Worker.clock`, fsctl's clock brought to FreeSWITCH's.
 
 Jobs are acknowledged only when their callback is final. A worker refreshes its
 jobs' idle time while it lives; the jobs of a dead worker are taken over by
@@ -26,19 +29,24 @@ from gevent.event import Event as GEvent
 
 from . import commands
 from .callback import (
+    THROTTLE_RETRY_TOTAL_S,
     Action,
     Bridge,
     Broadcast,
     Cancel,
     CommandFailed,
+    Expire,
     Finished,
     Input,
     JobDone,
     Kill,
     LegSignal,
     Originate,
+    Retry,
     apply,
+    stamp,
 )
+from .dispatch import Dispatcher
 from .errors import ESLError, FsctlError, InvalidValue
 from .events import ChannelFact, JobFact, translate
 from .intake import Intake
@@ -60,6 +68,12 @@ JOB_BATCH = 50
 """Most jobs claimed in one read."""
 REDIS_RETRY_S = 0.5
 """Pause before retrying after a Redis error (the worker resumes within this of Redis)."""
+ROOM_WAIT_S = 0.05
+"""Pause before looking again when the node has no room for another callback."""
+EXPIRE_EVERY_S = 1.0
+"""How often callbacks queued longer than queue_timeout_s (never claimed) are ended."""
+CLOCK_DRIFT_S_PER_S = 0.001
+"""How fast the estimate of FreeSWITCH's clock may fall back (if that clock is set back)."""
 
 
 class Worker:
@@ -69,7 +83,9 @@ class Worker:
         self.settings = settings
         self.store = store
         self.name = name or settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
-        self.link = NodeLink(settings, self.on_event, self._on_link_up, self._on_link_down)
+        self.dispatcher = Dispatcher(self)
+        self.link = NodeLink(settings, self.on_event, self._on_link_up, self._on_link_down,
+                             self.dispatcher.on_status)
         self.recovery = Recovery(self)
         self.intake = Intake(self)
         self.live: dict[str, Callback] = {}
@@ -77,11 +93,13 @@ class Worker:
         self.by_job: dict[str, tuple[str, str]] = {}
         self.entries: dict[str, str] = {}
         self.recorder = Recorder(store)
-        self._stopping = GEvent()
+        self.stopping = GEvent()
         self._draining = GEvent()
         self._resumed = GEvent()
         self._retry_originates: set[tuple[str, str]] = set()
         self._greenlets: list[gevent.Greenlet] = []
+        self._clock_offset: float | None = None
+        self._clock_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -89,8 +107,9 @@ class Worker:
         """Connect (in the background, with retries) and start every loop."""
         self._retry_redis(self.store.ensure_group)
         self.link.start()
-        loops: list[Callable[[], None]] = [self._job_loop, self._control_loop, self._flush_loop,
-                                           self._heartbeat_loop, self._sweep_loop]
+        loops: list[Callable[[], None]] = [self._job_loop, self.dispatcher.run, self._control_loop,
+                                           self._flush_loop, self._heartbeat_loop,
+                                           self._sweep_loop, self._expire_loop]
         self._greenlets = [gevent.spawn(loop) for loop in loops]
 
     def drain(self, grace_s: float) -> None:
@@ -105,7 +124,7 @@ class Worker:
 
     def stop(self) -> None:
         self._draining.set()
-        self._stopping.set()
+        self.stopping.set()
         gevent.joinall(self._greenlets, timeout=3)
         try:
             self.flush()
@@ -114,16 +133,16 @@ class Worker:
         self.link.stop()
 
     def wait(self) -> None:
-        self._stopping.wait()
+        self.stopping.wait()
 
     def _retry_redis(self, fn: Callable[[], object]) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 fn()
                 return
             except redis.RedisError as exc:
                 log.warning("worker %s: redis unavailable: %s", self.name, exc)
-                self._stopping.wait(REDIS_RETRY_S)
+                self.stopping.wait(REDIS_RETRY_S)
 
     # -- link -----------------------------------------------------------------------
 
@@ -142,15 +161,19 @@ class Worker:
         while not self._draining.is_set():
             if not self.link.up.wait(timeout=1.0) or not self._resumed.wait(timeout=1.0):
                 continue
+            room = min(JOB_BATCH, self.dispatcher.room())
+            if room <= 0:
+                self.stopping.wait(ROOM_WAIT_S)  # a burst waits in Redis, queued, in order
+                continue
             try:
-                entries = self.store.read_jobs(self.name, JOB_BATCH, JOB_BLOCK_MS)
+                entries = self.store.read_jobs(self.name, room, JOB_BLOCK_MS)
             except redis.RedisError as exc:
                 log.warning("worker %s: redis read failed: %s", self.name, exc)
-                self._stopping.wait(REDIS_RETRY_S)
+                self.stopping.wait(REDIS_RETRY_S)
                 continue
             except Exception:
                 log.exception("worker %s: reading jobs failed", self.name)
-                self._stopping.wait(REDIS_RETRY_S)
+                self.stopping.wait(REDIS_RETRY_S)
                 continue
             self.intake.take_all(entries)
 
@@ -163,18 +186,71 @@ class Worker:
             self.by_job[leg.job_uuid] = (cb.id, name)
         self.recorder.mark(cb)
 
+    def replace(self, cb: Callback) -> None:
+        """``cb`` is the fresh copy of a live callback's record (read back from Redis)."""
+        old = self.live.get(cb.id)
+        if old is not None and old is not cb:
+            self._forget(old)
+        self.adopt(cb, None)
+
+    def reindex(self, cb: Callback, name: str, uuid: str, job_uuid: str) -> None:
+        """Leg ``name`` is about to be dialled again under new ids."""
+        leg = cb.legs[name]
+        self.by_uuid.pop(leg.uuid, None)
+        self.by_job.pop(leg.job_uuid, None)
+        self.by_uuid[uuid] = self.by_job[job_uuid] = (cb.id, name)
+
+    def drop(self, callback_id: str) -> None:
+        """A claimed callback that was not started (cancelled first, or no longer ours)."""
+        cb = self.live.get(callback_id)
+        if cb is not None:
+            self._forget(cb)
+        entry = self.entries.pop(callback_id, None)
+        fresh = self.store.get(callback_id)
+        if entry and (fresh is None or fresh.final):
+            self.recorder.ack_later(entry)
+
+    def resume_dialing(self, cb: Callback) -> None:
+        """After adopting a started callback: legs it asked for but never sent are sent,
+        a leg that waited to be dialled again after a throttle is dialled again."""
+        for name, leg in cb.legs.items():
+            if cb.final or leg.state != "dialing":
+                continue
+            if leg.awaiting_redial:
+                self.dispatcher.redial_later(cb, name, 0.0)
+            elif "dialed" not in leg.times:
+                self.dispatcher.originate_later(cb, name)
+
     def _forget(self, cb: Callback) -> None:
         self.live.pop(cb.id, None)
         for leg in cb.legs.values():
             self.by_uuid.pop(leg.uuid, None)
             self.by_job.pop(leg.job_uuid, None)
 
+    # -- the clock ------------------------------------------------------------------
+
+    def clock(self) -> float:
+        """Now, on FreeSWITCH's event clock as far as its events tell (never ahead of it)."""
+        return time.time() + (self._clock_offset or 0.0)
+
+    def _learn_clock(self, event_ts: float) -> None:
+        """An event stamped ``event_ts`` by FreeSWITCH was made no later than now: the
+        largest (event time − our time) seen is the closest bound on the clocks' offset."""
+        now = time.time()
+        sample = event_ts - now
+        offset = self._clock_offset
+        if offset is not None:
+            offset -= CLOCK_DRIFT_S_PER_S * (now - self._clock_at)
+        if offset is None or sample > offset:
+            offset = sample
+        self._clock_offset, self._clock_at = offset, now
+
     # -- background duties ----------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
         """Keep our jobs ours (reset their idle time); take over those of dead workers."""
         period = max(0.5, self.settings.reclaim_idle_s / 3)
-        while not self._stopping.wait(period):
+        while not self.stopping.wait(period):
             try:
                 self.store.touch(self.name, list(self.entries.values()))
                 if not self._draining.is_set() and self.link.up.is_set():
@@ -183,7 +259,7 @@ class Worker:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
 
     def _sweep_loop(self) -> None:
-        while not self._stopping.wait(self.settings.sweep_interval_s):
+        while not self.stopping.wait(self.settings.sweep_interval_s):
             try:
                 self.store.prune_indexes(time.time())
                 if self.link.up.is_set():
@@ -193,14 +269,26 @@ class Worker:
             except Exception:
                 log.exception("worker %s: sweep failed", self.name)  # the sweeper must not die
 
+    def _expire_loop(self) -> None:
+        """End callbacks no worker claimed within queue_timeout_s (no node connected or
+        none with room): they are not dialled late. Any worker does it, connected or not."""
+        while not self.stopping.wait(EXPIRE_EVERY_S):
+            try:
+                for cb in self.store.end_queued_before(
+                        time.time() - self.settings.queue_timeout_s, lambda: Expire(self.clock())):
+                    log.warning("callback %s: not dialled within queue_timeout_s (%ss): expired",
+                                cb.id, self.settings.queue_timeout_s)
+            except redis.RedisError as exc:
+                log.warning("worker %s: expiring queued callbacks failed: %s", self.name, exc)
+
     def _control_loop(self) -> None:
         last = "$"
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 entries = self.store.read_control(last, 1000)
             except redis.RedisError as exc:
                 log.warning("worker %s: control read failed: %s", self.name, exc)
-                self._stopping.wait(REDIS_RETRY_S)
+                self.stopping.wait(REDIS_RETRY_S)
                 continue
             for entry_id, fields in entries:
                 last = entry_id
@@ -212,7 +300,7 @@ class Worker:
         cb = self.live.get(callback_id)
         if cb is not None and not cb.final:
             log.info("callback %s: cancel", cb.id)
-            self.feed(cb, Cancel(ts=time.time()))
+            self.feed(cb, Cancel(ts=self.clock()))
 
     # -- events ---------------------------------------------------------------------
 
@@ -220,6 +308,8 @@ class Worker:
         fact = translate(ev)
         if fact is None:
             return
+        if fact.ts > 0:
+            self._learn_clock(fact.ts)
         if isinstance(fact, JobFact):
             ref = self.by_job.get(fact.job_uuid)
             cb = self.live.get(ref[0]) if ref else None
@@ -243,26 +333,33 @@ class Worker:
     def feed(self, cb: Callback, event: Input) -> None:
         """Apply one input to a live callback and carry out what it asks."""
         self.recorder.mark(cb)
-        self._execute(cb, apply(cb, event))
+        self.execute(cb, apply(cb, event))
 
     # -- actions --------------------------------------------------------------------
 
-    def _execute(self, cb: Callback, actions: Iterable[Action]) -> None:
+    def execute(self, cb: Callback, actions: Iterable[Action]) -> None:
         for action in actions:
             try:
                 self._do(cb, action)
             except (ESLError, InvalidValue, redis.RedisError) as exc:
-                log.error("callback %s: %s failed: %s", cb.id, type(action).__name__, exc)
-                if isinstance(action, Originate):
-                    self.feed(cb, CommandFailed("originate", str(exc), time.time(), action.leg))
-                elif isinstance(action, Bridge):
-                    self.feed(cb, CommandFailed("bridge", str(exc), time.time()))
+                self._failed(cb, action, exc)
         if cb.final and all(not leg.alive for leg in cb.legs.values()):
             self._forget(cb)
 
+    def _failed(self, cb: Callback, action: Action, exc: Exception) -> None:
+        log.error("callback %s: %s failed: %s", cb.id, type(action).__name__, exc)
+        if isinstance(action, Originate):
+            self.feed(cb, CommandFailed("originate", str(exc), self.clock(), action.leg))
+        elif isinstance(action, Bridge):
+            self.feed(cb, CommandFailed("bridge", str(exc), self.clock()))
+
     def _do(self, cb: Callback, action: Action) -> None:
         if isinstance(action, Originate):
-            self._originate(cb, action.leg)
+            self.dispatcher.originate_later(cb, action.leg)
+        elif isinstance(action, Retry):
+            log.warning("callback %s: FreeSWITCH refused leg %s for capacity; dialling it "
+                        "again in %ss", cb.id, action.leg, action.delay_s)
+            self.dispatcher.redial_later(cb, action.leg, action.delay_s)
         elif isinstance(action, Broadcast):
             reply = self.link.api(commands.uuid_broadcast(cb.legs[action.leg].uuid,
                                                           self.settings.ringback))
@@ -271,7 +368,7 @@ class Worker:
             reply = self.link.api(commands.uuid_bridge(action.a_uuid, action.b_uuid))
             log.info("callback %s: bridge: %s", cb.id, reply.strip())
             if not reply.startswith("+OK"):
-                self.feed(cb, CommandFailed("bridge", reply.strip(), time.time()))
+                self.feed(cb, CommandFailed("bridge", reply.strip(), self.clock()))
                 return
             self._bound_talk_time(cb, (action.a_uuid, action.b_uuid))
         elif isinstance(action, Kill):
@@ -298,15 +395,28 @@ class Worker:
             if not reply.startswith("+OK"):
                 log.warning("callback %s: sched_hangup %s: %s", cb.id, uuid, reply.strip())
 
+    def send_originate(self, cb: Callback, name: str) -> None:
+        """Send leg ``name``'s originate now (the dispatcher's slot); failures end the call."""
+        try:
+            self._originate(cb, name)
+        except (ESLError, InvalidValue, redis.RedisError) as exc:
+            self._failed(cb, Originate(name), exc)
+        if cb.final and all(not leg.alive for leg in cb.legs.values()):
+            self._forget(cb)
+
     def _originate(self, cb: Callback, name: str) -> None:
         leg, peer = cb.legs[name], cb.legs[other(name)]
         dial = commands.Dial(
             uuid=leg.uuid, callback_id=cb.id, leg=name, to=leg.to,
             caller_id_number=leg.from_, caller_id_name=leg.caller_id_name,
             route=self.settings.route(leg.route), ring_timeout_s=leg.ring_timeout_s,
-            park_timeout_s=peer.ring_timeout_s + self.settings.park_margin_s,
+            # the other leg's dialling may also be put off by throttle retries
+            park_timeout_s=peer.ring_timeout_s + self.settings.park_margin_s
+            + int(THROTTLE_RETRY_TOTAL_S + 0.999),
         )
         command = commands.originate(dial)
+        self.recorder.mark(cb)
+        stamp(leg, "dialed", self.clock())
         # Durable before dialled: a worker that dies now leaves a record saying "dialing",
         # so whoever adopts the callback checks the channel instead of dialling again.
         try:
@@ -325,13 +435,13 @@ class Worker:
     # -- persistence ----------------------------------------------------------------
 
     def _flush_loop(self) -> None:
-        while not self._stopping.wait(FLUSH_INTERVAL_S):
+        while not self.stopping.wait(FLUSH_INTERVAL_S):
             try:
                 self.flush()
                 self._retry_pending_originates()
             except redis.RedisError as exc:
                 log.warning("worker %s: redis write failed, will retry: %s", self.name, exc)
-                self._stopping.wait(REDIS_RETRY_S)
+                self.stopping.wait(REDIS_RETRY_S)
 
     def _retry_pending_originates(self) -> None:
         for cb_id, name in list(self._retry_originates):
@@ -340,7 +450,7 @@ class Worker:
             if cb is None or cb.final or cb.legs[name].state != "dialing" \
                     or cb.legs[name].job_result is not None:
                 continue
-            self._execute(cb, [Originate(name)])
+            self.execute(cb, [Originate(name)])
 
     def flush(self) -> None:
         """Write every changed record (and ack finished jobs) in one go."""

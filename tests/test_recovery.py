@@ -146,7 +146,7 @@ def test_a_dead_workers_live_callback_is_adopted_not_redialled(sim_stack, redis_
 
 def kill_worker(worker: Worker) -> None:
     """The worker "dies": its loops stop, nothing is flushed or acknowledged any more."""
-    worker._stopping.set()
+    worker.stopping.set()
     worker._draining.set()
     worker.link.stop()
     gevent.joinall(worker._greenlets, timeout=3)

@@ -1,0 +1,183 @@
+"""Dispatch: every originate a worker sends goes through here, paced under its node's
+limits (FreeSWITCH counts each leg against sessions-per-second and max-sessions).
+
+Two queues feed one dispatcher greenlet, one originate per pacer slot:
+
+1. legs of callbacks already under way (the second leg of a sequential callback, the
+   other leg of a simultaneous one, a leg dialled again after a throttle): someone may
+   already be waiting on the line, so these always go first;
+2. callbacks this worker claimed: each is started (a compare-and-set on its record, so a
+   cancel or an expiry that got there first wins) when its first originate can go.
+
+The job loop claims new callbacks only while the pacer and the node's session budget
+have room for them, so a burst waits in Redis as ``queued`` (in order, for whichever node
+has room) rather than in one worker's memory; one that waited longer than
+``queue_timeout_s`` ends ``expired`` instead of being dialled late.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuidlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent.event import Event as GEvent
+
+from .callback import Action, Expire, Redial, Start, apply
+from .capacity import SESSIONS_PER_CALLBACK, Budget, Pacer, budget, parse_status
+from .model import Callback
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+INTAKE_HORIZON_S = 0.25
+"""New callbacks are claimed for the originate slots of this coming stretch of time only."""
+IDLE_WAIT_S = 1.0
+"""Longest the dispatcher sleeps with nothing to send (it is woken when work arrives)."""
+
+
+class Dispatcher:
+    """The worker's paced originates (I/O through the worker's link and store)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.pacer = Pacer(1.0)
+        self.budget: Budget | None = None
+        """What this worker may use of its node; None until the node's status is known."""
+        self.others = 0
+        """Channels on the node that are not this worker's (at the last status)."""
+        self.sent = 0
+        """Originates sent (for the logs and the benchmark)."""
+        self._legs: deque[tuple[str, str, str]] = deque()
+        self._starts: deque[str] = deque()
+        self._queued: set[tuple[str, str, str]] = set()
+        self._work = GEvent()
+
+    # -- the node's limits -----------------------------------------------------------
+
+    def on_status(self, text: str) -> None:
+        """Learn the node's limits and load from an ``api status`` reply."""
+        status = parse_status(text)
+        if status is None:
+            return
+        s = self.w.settings
+        new = budget(status, s.capacity_headroom, s.originates_per_s_max or None,
+                     s.sessions_max or None)
+        if new != self.budget:
+            log.info("FreeSWITCH %s: %s sessions/s, %s sessions at most; this worker uses up "
+                     "to %s originates/s and %s sessions", self.w.link.node,
+                     status.sessions_per_second_max, status.max_sessions, new.originates_per_s,
+                     new.max_sessions)
+            self.budget = new
+            self.pacer.set_rate(new.originates_per_s)
+        self.others = max(0, status.sessions - self._own_channels())
+
+    def _own_channels(self) -> int:
+        return sum(1 for cb in self.w.live.values() for leg in cb.legs.values()
+                   if leg.alive and "dialed" in leg.times)
+
+    def room(self) -> int:
+        """How many more callbacks this worker may claim now."""
+        if self.budget is None:
+            return 0
+        sessions = (self.budget.max_sessions - self.others
+                    - SESSIONS_PER_CALLBACK * len(self.w.live)) // SESSIONS_PER_CALLBACK
+        slots = (self.pacer.backlog(time.monotonic(), INTAKE_HORIZON_S)
+                 - len(self._legs) - len(self._starts))
+        return max(0, min(sessions, slots))
+
+    # -- queues ----------------------------------------------------------------------
+
+    def start_later(self, callback_id: str) -> None:
+        """A claimed, still queued callback: start it when its first originate can go."""
+        self._starts.append(callback_id)
+        self._work.set()
+
+    def originate_later(self, cb: Callback, name: str) -> None:
+        """Dial leg ``name`` at the next free slot (before any new callback)."""
+        key = (cb.id, name, cb.legs[name].uuid)
+        if key not in self._queued:
+            self._queued.add(key)
+            self._legs.append(key)
+            self._work.set()
+
+    def redial_later(self, cb: Callback, name: str, delay_s: float) -> None:
+        gevent.spawn_later(delay_s, self._redial, cb.id, name)
+
+    def _redial(self, callback_id: str, name: str) -> None:
+        cb = self.w.live.get(callback_id)
+        leg = cb.legs[name] if cb is not None else None
+        if cb is None or leg is None or cb.final or not leg.awaiting_redial:
+            return  # cancelled or ended meanwhile
+        new_uuid, new_job = str(uuidlib.uuid4()), str(uuidlib.uuid4())
+        self.w.reindex(cb, name, new_uuid, new_job)
+        log.info("callback %s: dialling leg %s again (attempt %d) after FreeSWITCH refused it "
+                 "for capacity", cb.id, name, leg.attempts + 2)
+        self.w.feed(cb, Redial(name, new_uuid, new_job, self.w.clock()))
+
+    # -- the dispatcher greenlet -----------------------------------------------------
+
+    def run(self) -> None:
+        w = self.w
+        while not w.stopping.is_set():
+            if not (self._legs or self._starts):
+                self._work.clear()
+                self._work.wait(IDLE_WAIT_S)
+                continue
+            if not w.link.up.wait(IDLE_WAIT_S):
+                continue
+            delay = self.pacer.delay(time.monotonic())
+            if delay > 0:
+                w.stopping.wait(delay)
+                continue
+            try:
+                if self._legs:
+                    self._send_next_leg()
+                else:
+                    self._start(self._starts.popleft())
+            except Exception:
+                log.exception("worker %s: dispatch failed", w.name)  # the dispatcher must live
+
+    def _send_next_leg(self) -> None:
+        key = self._legs.popleft()
+        self._queued.discard(key)
+        callback_id, name, leg_uuid = key
+        cb = self.w.live.get(callback_id)
+        if cb is None or cb.final or cb.legs[name].uuid != leg_uuid \
+                or cb.legs[name].state != "dialing":
+            return  # cancelled or ended while it waited
+        self.pacer.take(time.monotonic())
+        self.sent += 1
+        self.w.send_originate(cb, name)
+
+    def _start(self, callback_id: str) -> None:
+        """Start a claimed callback: Start (or Expire) applied to its record atomically."""
+        w = self.w
+        actions: list[Action] = []
+        timeout_s = w.settings.queue_timeout_s
+
+        def start(cb: Callback) -> bool:
+            actions.clear()
+            if cb.state != "queued" or cb.worker != w.name:
+                return False
+            now = w.clock()
+            if now - cb.created_at > timeout_s:
+                actions.extend(apply(cb, Expire(now)))
+            else:
+                actions.extend(apply(cb, Start(now)))
+            return True
+
+        fresh = w.store.update_if(callback_id, start)
+        if fresh is None or not actions:
+            w.drop(callback_id)  # cancelled (or gone) before it was dialled
+            return
+        if fresh.outcome == "expired":
+            log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): expired",
+                        fresh.id, w.clock() - fresh.created_at, timeout_s)
+        w.replace(fresh)
+        w.execute(fresh, actions)
