@@ -1,5 +1,7 @@
 # fsctl — `make run` starts the whole service on the embedded default; `make test` runs the suite.
 # Both set up everything they need themselves (virtualenv, packages, a redis-server binary).
+# `make test-freeswitch` runs what FreeSWITCH decides against a real FreeSWITCH it starts itself
+# (needs `freeswitch` and `sipp` on PATH: ../shared/freeswitch/install.sh installs both).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv run test lint unit integration bench clean faults
+.PHONY: all venv run test test-freeswitch lint unit integration bench clean faults
 
 all: test
 
@@ -28,6 +30,9 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-freeswitch: $(STAMP)
+	$(BIN)/python -m pytest --freeswitch $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)

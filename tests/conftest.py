@@ -1,4 +1,10 @@
-"""Shared fixtures: a real redis-server process, the recordings, the simulator."""
+"""Shared fixtures: a real redis-server process, the recordings, the simulator — or, with
+``--freeswitch`` (``make test-freeswitch``), a real FreeSWITCH and the sipp switchboard.
+
+Markers (setup.cfg): ``freeswitch`` tests run on the simulator in ``make test`` and on the
+real FreeSWITCH in ``make test-freeswitch`` (every test using the ``stack`` fixture is one);
+``real_freeswitch`` tests need the real one and run only there. ``make test-freeswitch``
+runs exactly those two kinds."""
 
 from gevent import monkey
 
@@ -14,6 +20,68 @@ import pytest  # noqa: E402
 import redis  # noqa: E402
 
 from fsctl.embedded import free_port, start_redis  # noqa: E402
+
+FS_MARKERS = ("freeswitch", "real_freeswitch")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--freeswitch", action="store_true", default=False,
+                     help="start a real FreeSWITCH (and sipp) and run the tests whose behaviour "
+                          "FreeSWITCH decides against it (make test-freeswitch)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--freeswitch"):
+        import realfs
+        import sipp
+
+        try:
+            realfs.binary()
+            sipp.binary()
+        except RuntimeError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    real = config.getoption("--freeswitch")
+    keep, drop = [], []
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.freeswitch)
+        marks = {m.name for m in item.iter_markers()}
+        wanted = bool(marks & set(FS_MARKERS)) if real else "real_freeswitch" not in marks
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def freeswitch_node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """With --freeswitch: one real FreeSWITCH on a private copy of freeswitch-conf/ and the
+    sipp switchboard, for the whole session; every test's ESL target. Else None."""
+    if not request.config.getoption("--freeswitch"):
+        yield None
+        return
+    import realfs
+    import sipp
+    from support import EslTarget, use_freeswitch
+
+    root = tmp_path_factory.mktemp("freeswitch")
+    fs = realfs.FreeSwitch(root / "fs")
+    far = sipp.Sipp(root / "sipp")
+    try:
+        fs.start()
+        far.start()
+        target = EslTarget("127.0.0.1", fs.esl_port, fs.password, user=realfs.ESL_USER,
+                           admin_password=fs.admin_password, sip_port=far.port)
+        use_freeswitch(target)
+        yield fs
+    finally:
+        use_freeswitch(None)
+        far.stop()
+        fs.stop()
+        realfs.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +111,9 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def stack(redis_url: str):
-    """fsctl running against the simulator, or a real FreeSWITCH with FSCTL_TEST_ESL."""
+def stack(redis_url: str, freeswitch_node):
+    """fsctl running against the simulator, or the real FreeSWITCH of --freeswitch (or of
+    FSCTL_TEST_ESL)."""
     from stack import Stack
     from support import esl_target
 

@@ -18,6 +18,7 @@ from fsctl.settings import Settings, parse_routes
 from fsctl.simulator import SimConfig, Simulator
 from fsctl.store import Store, connect
 from fsctl.worker import Worker
+from support import EslTarget
 
 _TEST_NUMBERS = {"allow": [r"\+?10[0-9]{5,8}"], "deny_prefixes": ["1900"]}
 TEST_ROUTES = {
@@ -34,6 +35,17 @@ TEST_ROUTES = {
 }
 """Routes on null/ and error/ endpoints: they behave the same on the simulator and on a
 real FreeSWITCH (mod_loopback, mod_dptools)."""
+SIM_SIP_PORT = 5090
+"""The SIP peer port the "sip" route names on the simulator (which plays every far end)."""
+
+
+def test_routes(sip_port: int | None) -> dict[str, Any]:
+    """TEST_ROUTES plus "sip": a host-fixed sofia route to the sipp switchboard
+    (tests/sip/switchboard.xml picks each far end's behaviour from the number)."""
+    routes = dict(TEST_ROUTES["routes"])
+    routes["sip"] = {"template": f"sofia/fsctl/{{to}}@127.0.0.1:{sip_port or SIM_SIP_PORT}",
+                     **_TEST_NUMBERS}
+    return {"default_route": TEST_ROUTES["default_route"], "routes": routes}
 
 SEED = {"leg_A": {"to": "1000123", "from": "1000125"},
         "leg_B": {"to": "1000125", "from": "1000123"}}
@@ -42,18 +54,21 @@ SEED = {"leg_A": {"to": "1000123", "from": "1000125"},
 class Stack:
     """A running fsctl: API + worker on a Redis and an ESL server."""
 
-    def __init__(self, redis_url: str, target: tuple[str, int, str] | None,
+    def __init__(self, redis_url: str, target: EslTarget | tuple[str, int, str] | None,
                  sim_config: SimConfig | None = None, start_worker: bool = True,
                  **overrides: Any) -> None:
         self.sim: Simulator | None = None
         if target is None:
             self.sim = Simulator(sim_config or SimConfig(answer_delay_s=0.3, talk_s=1.0),
                                  password="sim-secret").start()
-            target = ("127.0.0.1", self.sim.port, "sim-secret")
-        host, port, password = target
-        default_route, routes = parse_routes(TEST_ROUTES)
+            target = EslTarget("127.0.0.1", self.sim.port, "sim-secret")
+        elif isinstance(target, tuple):
+            target = EslTarget(*target)
+        self.target = target
+        default_route, routes = parse_routes(test_routes(target.sip_port))
         self.settings = Settings(
-            redis_url=redis_url, esl_host=host, esl_port=port, esl_password=password,
+            redis_url=redis_url, esl_host=target.host, esl_port=target.port,
+            esl_password=target.password, esl_user=target.user,
             allow_default_password=True, default_route=default_route, routes=routes,
             park_margin_s=5, rate_per_minute=1_000_000, max_live=1_000_000,
             dest_max_per_hour=1_000_000,
@@ -69,8 +84,12 @@ class Stack:
         self.worker: Worker | None = None
         if start_worker:
             self.start_worker()
-        self._esl_target = (host, port, password)
         self._esl: ESLClient | None = None
+
+    @property
+    def real(self) -> bool:
+        """Running on a real FreeSWITCH (not the simulator)."""
+        return self.sim is None
 
     @property
     def esl(self) -> ESLClient:
@@ -78,7 +97,7 @@ class Stack:
         if self._esl is None or not self._esl.connected:
             if self._esl is not None:
                 self._esl.close()
-            self._esl = ESLClient(*self._esl_target)
+            self._esl = ESLClient(*self.target.admin)
             self._esl.connect()
         return self._esl
 

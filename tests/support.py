@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,10 +17,42 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-def esl_target() -> tuple[str, int, str] | None:
-    """``FSCTL_TEST_ESL=host:port:password`` points the integration tests at a real FreeSWITCH."""
+@dataclass(frozen=True)
+class EslTarget:
+    """A real FreeSWITCH the integration tests run against."""
+
+    host: str
+    port: int
+    password: str
+    """What the worker logs in with (the restricted user's password when ``user`` is set)."""
+    user: str | None = None
+    """``fsctl@fsctl.local``: the worker logs in with userauth, as in production."""
+    admin_password: str | None = None
+    """Plain ``auth``: the tests' own fs_cli-like connection (``password`` when None)."""
+    sip_port: int | None = None
+    """Where the sipp switchboard answers SIP legs (tests/sip/switchboard.xml)."""
+
+    @property
+    def admin(self) -> tuple[str, int, str]:
+        return self.host, self.port, self.admin_password or self.password
+
+
+_REAL: EslTarget | None = None
+
+
+def use_freeswitch(target: EslTarget | None) -> None:
+    """Point every integration test at this FreeSWITCH (``make test-freeswitch``)."""
+    global _REAL
+    _REAL = target
+
+
+def esl_target() -> EslTarget | None:
+    """The real FreeSWITCH of ``make test-freeswitch``, or ``FSCTL_TEST_ESL=host:port:password``
+    (an already running one); None: the simulator."""
+    if _REAL is not None:
+        return _REAL
     raw = os.environ.get("FSCTL_TEST_ESL")
     if not raw:
         return None
     host, port, password = raw.split(":", 2)
-    return host, int(port), password
+    return EslTarget(host, int(port), password)
