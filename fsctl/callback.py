@@ -36,6 +36,7 @@ class LegSignal:
     ts: float
     cause: str | None = None
     sip_status: str | None = None
+    disposition: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +301,8 @@ def _leg_signal(cb: Callback, ev: LegSignal) -> None:
     if ev.kind == "hangup":
         if leg.sip_status is None and ev.sip_status:
             leg.sip_status = ev.sip_status
+        if leg.hangup_disposition is None and ev.disposition:
+            leg.hangup_disposition = ev.disposition
         if leg.state != "hungup":
             leg.hangup_cause = ev.cause or leg.hangup_cause
             _advance_leg(cb, ev.leg, "hungup", ev.ts)

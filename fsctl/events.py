@@ -45,6 +45,7 @@ class ChannelFact:
     leg: str | None = None
     cause: str | None = None
     sip_status: str | None = None
+    disposition: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +84,12 @@ def translate(ev: Event) -> ChannelFact | JobFact | None:
     if not uuid:
         return None
     cause = h.get("Hangup-Cause") if kind == "hangup" else None
-    sip = None
+    sip = disposition = None
     if kind == "hangup":
         sip = h.get("variable_sip_term_status") or h.get("variable_sip_invite_failure_status")
+        disposition = h.get("variable_sip_hangup_disposition")
     return ChannelFact(
         uuid=uuid, kind=kind, ts=event_ts(ev),
         callback_id=h.get("variable_fsctl_callback_id"), leg=h.get("variable_fsctl_leg"),
-        cause=cause, sip_status=sip,
+        cause=cause, sip_status=sip, disposition=disposition,
     )

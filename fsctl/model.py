@@ -39,6 +39,7 @@ class Leg:
     times: dict[str, float] = field(default_factory=dict)
     hangup_cause: str | None = None
     sip_status: str | None = None
+    hangup_disposition: str | None = None
     job_result: str | None = None
     kills: int = 0
     ringback: bool = False

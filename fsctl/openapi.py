@@ -54,7 +54,13 @@ class LegViewSchema(Schema):
         "description": "Unix seconds from FreeSWITCH's event clock, one per step reached: "
                        + ", ".join(LEG_TIMESTAMPS)})
     hangup_cause = fields.String(required=True, allow_none=True)
-    sip_status = fields.String(required=True, allow_none=True)
+    sip_status = fields.String(required=True, allow_none=True, metadata={
+        "description": "the SIP final status FreeSWITCH recorded (sip_term_status, or "
+                       "sip_invite_failure_status): 486, 487 (cancelled), 200 (a BYE the far end "
+                       "sent); none for a leg FreeSWITCH itself hung up with a BYE"})
+    hangup_disposition = fields.String(required=True, allow_none=True, metadata={
+        "description": "who ended the SIP dialog, as FreeSWITCH's sip_hangup_disposition says: "
+                       "recv_bye (the far end hung up), send_bye, send_cancel, recv_refuse …"})
 
 
 class LegsViewSchema(Schema):

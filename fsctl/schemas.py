@@ -140,7 +140,7 @@ def present(cb: Callback) -> dict[str, Any]:
             "route": leg.route, "ring_timeout": leg.ring_timeout_s,
             "uuid": leg.uuid, "state": leg.state,
             "times": dict(leg.times), "hangup_cause": leg.hangup_cause,
-            "sip_status": leg.sip_status,
+            "sip_status": leg.sip_status, "hangup_disposition": leg.hangup_disposition,
         }
     return {
         "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,

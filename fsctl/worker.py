@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 import gevent
@@ -72,6 +73,9 @@ ROOM_WAIT_S = 0.05
 """Pause before looking again when the node has no room for another callback."""
 EXPIRE_EVERY_S = 1.0
 """How often callbacks queued longer than queue_timeout_s (never claimed) are ended."""
+ENDED_KEEP_S = 10.0
+"""How long a finished callback still takes its legs' late events (HANGUP_COMPLETE carries
+the SIP status and disposition, and comes after the HANGUP that ended the callback)."""
 CLOCK_DRIFT_S_PER_S = 0.001
 """How fast the estimate of FreeSWITCH's clock may fall back (if that clock is set back)."""
 
@@ -98,6 +102,8 @@ class Worker:
         self._resumed = GEvent()
         self._retry_originates: set[tuple[str, str]] = set()
         self._greenlets: list[gevent.Greenlet] = []
+        self._ended: dict[str, Callback] = {}
+        self._ended_order: deque[tuple[float, str]] = deque()
         self._clock_offset: float | None = None
         self._clock_at = 0.0
 
@@ -324,11 +330,11 @@ class Worker:
             ref = (fact.callback_id, fact.leg)
         if ref is None:
             return
-        cb = self.live.get(ref[0])
+        cb = self.live.get(ref[0]) or self._ended.get(ref[0])
         if cb is None or cb.legs[ref[1]].uuid != fact.uuid:
             return
         self.feed(cb, LegSignal(leg=ref[1], kind=fact.kind, ts=fact.ts, cause=fact.cause,
-                                sip_status=fact.sip_status))
+                                sip_status=fact.sip_status, disposition=fact.disposition))
 
     def feed(self, cb: Callback, event: Input) -> None:
         """Apply one input to a live callback and carry out what it asks."""
@@ -343,8 +349,18 @@ class Worker:
                 self._do(cb, action)
             except (ESLError, InvalidValue, redis.RedisError) as exc:
                 self._failed(cb, action, exc)
-        if cb.final and all(not leg.alive for leg in cb.legs.values()):
-            self._forget(cb)
+        self._retire_if_over(cb)
+
+    def _retire_if_over(self, cb: Callback) -> None:
+        """A final callback with no leg left is no longer live (its late events still count)."""
+        if not cb.final or any(leg.alive for leg in cb.legs.values()) or cb.id not in self.live:
+            return
+        self._forget(cb)
+        now = time.monotonic()
+        self._ended[cb.id] = cb
+        self._ended_order.append((now + ENDED_KEEP_S, cb.id))
+        while self._ended_order and self._ended_order[0][0] < now:
+            self._ended.pop(self._ended_order.popleft()[1], None)
 
     def _failed(self, cb: Callback, action: Action, exc: Exception) -> None:
         log.error("callback %s: %s failed: %s", cb.id, type(action).__name__, exc)
@@ -401,8 +417,7 @@ class Worker:
             self._originate(cb, name)
         except (ESLError, InvalidValue, redis.RedisError) as exc:
             self._failed(cb, Originate(name), exc)
-        if cb.final and all(not leg.alive for leg in cb.legs.values()):
-            self._forget(cb)
+        self._retire_if_over(cb)
 
     def _originate(self, cb: Callback, name: str) -> None:
         leg, peer = cb.legs[name], cb.legs[other(name)]

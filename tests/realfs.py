@@ -238,5 +238,6 @@ class FreeSwitch:
 
 
 def stop_all() -> None:
-    for fs in list(_RUNNING):
-        fs.kill9()
+    """Kill every FreeSWITCH this process started and did not stop."""
+    while _RUNNING:
+        _RUNNING.pop().kill9()

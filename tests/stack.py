@@ -11,6 +11,7 @@ from typing import Any
 
 import gevent
 from gevent.pywsgi import WSGIServer
+from support import EslTarget
 
 from fsctl.api import create_app
 from fsctl.esl import ESLClient
@@ -18,7 +19,6 @@ from fsctl.settings import Settings, parse_routes
 from fsctl.simulator import SimConfig, Simulator
 from fsctl.store import Store, connect
 from fsctl.worker import Worker
-from support import EslTarget
 
 _TEST_NUMBERS = {"allow": [r"\+?10[0-9]{5,8}"], "deny_prefixes": ["1900"]}
 TEST_ROUTES = {
