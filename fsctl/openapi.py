@@ -58,6 +58,10 @@ class LegViewSchema(Schema):
         "description": "the SIP final status FreeSWITCH recorded (sip_term_status, or "
                        "sip_invite_failure_status): 486, 487 (cancelled), 200 (a BYE the far end "
                        "sent); none for a leg FreeSWITCH itself hung up with a BYE"})
+    attempts = fields.Integer(required=True, metadata={
+        "description": "originates sent for this leg: 1, more when FreeSWITCH refused one for "
+                       "capacity (sessions-per-second, max-sessions) and it was dialled again; "
+                       "0 while it was never dialled"})
     hangup_disposition = fields.String(required=True, allow_none=True, metadata={
         "description": "who ended the SIP dialog, as FreeSWITCH's sip_hangup_disposition says: "
                        "recv_bye (the far end hung up), send_bye, send_cancel, recv_refuse …"})

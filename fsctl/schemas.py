@@ -141,6 +141,7 @@ def present(cb: Callback) -> dict[str, Any]:
             "uuid": leg.uuid, "state": leg.state,
             "times": dict(leg.times), "hangup_cause": leg.hangup_cause,
             "sip_status": leg.sip_status, "hangup_disposition": leg.hangup_disposition,
+            "attempts": leg.attempts + 1 if "dialed" in leg.times else 0,
         }
     return {
         "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,

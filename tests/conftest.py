@@ -56,6 +56,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    from support import REPO, REPORT
+
+    if not REPORT:
+        return
+    terminalreporter.write_sep("=", "measured (var/test-report.txt)")
+    for line in REPORT:
+        terminalreporter.write_line(line)
+    (REPO / "var").mkdir(exist_ok=True)
+    (REPO / "var" / "test-report.txt").write_text("\n".join(REPORT) + "\n", encoding="utf-8")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def freeswitch_node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """With --freeswitch: one real FreeSWITCH on a private copy of freeswitch-conf/ and the

@@ -38,6 +38,13 @@ class EslTarget:
 
 
 _REAL: EslTarget | None = None
+REPORT: list[str] = []
+"""Figures tests measured (burst rates, …): printed at the end of the run, kept in var/."""
+
+
+def report(line: str) -> None:
+    """Add a line to the run's report (conftest prints it and writes var/test-report.txt)."""
+    REPORT.append(line)
 
 
 def use_freeswitch(target: EslTarget | None) -> None:
