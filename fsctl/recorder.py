@@ -25,6 +25,11 @@ class Recorder:
         """``cb`` is about to change (or just did, from the state it was last written in)."""
         self._dirty.setdefault(cb.id, (cb, cb.state))
 
+    def replace(self, cb: Callback) -> None:
+        """``cb`` was just read back (and written) by a compare-and-set: it supersedes any
+        older copy waiting here, and is written again at the next flush."""
+        self._dirty[cb.id] = (cb, cb.state)
+
     def ack_later(self, entry_id: str) -> None:
         self._to_ack.append(entry_id)
 

@@ -198,6 +198,7 @@ class Worker:
         if old is not None and old is not cb:
             self._forget(old)
         self.adopt(cb, None)
+        self.recorder.replace(cb)
 
     def reindex(self, cb: Callback, name: str, uuid: str, job_uuid: str) -> None:
         """Leg ``name`` is about to be dialled again under new ids."""
