@@ -305,6 +305,8 @@ def _leg_signal(cb: Callback, ev: LegSignal) -> None:
             leg.hangup_disposition = ev.disposition
         if leg.state != "hungup":
             leg.hangup_cause = ev.cause or leg.hangup_cause
+            if ev.cause == "LOST":
+                cb.inferred = True  # the channel vanished while nobody listened
             _advance_leg(cb, ev.leg, "hungup", ev.ts)
         return
     if leg.state == "hungup":
@@ -377,9 +379,8 @@ def _lost(cb: Callback, ev: Lost) -> list[Action]:
             _leg_signal(cb, LegSignal(name, "hangup", ev.ts, cause=ev.cause))
     if cb.final:
         return []
-    if cb.state == "bridged":
-        bridged_at = min(x.times.get("bridged", ev.ts) for x in cb.legs.values())
-        cb.talk_time_s = round(max(0.0, ev.ts - bridged_at), 3)
+    # Nobody saw how it ended: no talk time is made up (it would count the outage).
+    cb.inferred = True
     return _finish(cb, "failed", ev.outcome, ev.ts)
 
 

@@ -74,7 +74,10 @@ def start_redis(port: int, data_dir: Path, *, appendonly: bool = True,
         "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
         "--logfile", str(logfile), *extra_args,
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A session of its own: a Ctrl-C in the terminal must not stop Redis before the worker
+    # has written what it knows (fsctl run stops Redis last).
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         wait_port("127.0.0.1", port, REDIS_START_TIMEOUT_S)
         if proc.poll() is not None:

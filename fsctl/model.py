@@ -95,6 +95,8 @@ class Callback:
     core_uuid: str | None = None
     bridging: bool = False
     dest_counted: bool = False
+    inferred: bool = False
+    """Its end was inferred (channels gone while nobody listened), not seen in events."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property

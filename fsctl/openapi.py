@@ -84,7 +84,13 @@ class CallbackViewSchema(Schema):
     created_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
     updated_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
     ended_at = fields.Float(required=True, allow_none=True)
-    talk_time_s = fields.Float(required=True, allow_none=True)
+    talk_time_s = fields.Float(required=True, allow_none=True, metadata={
+        "description": "seconds from the bridge to the first hangup, from FreeSWITCH's events; "
+                       "none when the end was not seen (inferred)"})
+    inferred = fields.Boolean(required=True, metadata={
+        "description": "the end was inferred, not seen in FreeSWITCH's events: its channels "
+                       "vanished while no worker listened (outcome freeswitch_restarted, or a "
+                       "leg's hangup_cause LOST)"})
     legs = fields.Nested(LegsViewSchema, required=True)
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
 

@@ -42,6 +42,10 @@ class Recorder:
             self._dirty.setdefault(cb.id, (cb, saved))
             raise
 
+    def pending(self) -> tuple[list[Callback], list[str]]:
+        """What is still to be written and acknowledged (for the spool, at stop)."""
+        return [cb for cb, _ in self._dirty.values()], list(self._to_ack)
+
     def flush(self) -> None:
         """Write every changed record and acknowledge finished jobs; raises RedisError."""
         if not self._dirty and not self._to_ack:

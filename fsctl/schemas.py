@@ -146,6 +146,7 @@ def present(cb: Callback) -> dict[str, Any]:
     return {
         "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,
         "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
-        "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s, "legs": legs,
+        "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s, "inferred": cb.inferred,
+        "legs": legs,
         "history": list(cb.history),
     }

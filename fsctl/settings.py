@@ -98,6 +98,8 @@ class Settings:
     """Cap on one worker's originates per second; 0: only its node's limit decides."""
     sessions_max: int = 0
     """Cap on the channels one worker keeps on its node; 0: only its node's limit decides."""
+    spool_dir: str = "var/spool"
+    """Where a worker keeps the records it could not write to Redis when it stopped."""
     queue_timeout_s: float = 120.0
     """Longest a callback waits queued for a node with a connection and room; then expired."""
 
@@ -207,5 +209,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         originates_per_s_max=_number(env, "FSCTL_ORIGINATES_PER_S_MAX", d.originates_per_s_max,
                                      0.0, 100_000.0),
         sessions_max=_number(env, "FSCTL_SESSIONS_MAX", d.sessions_max, 0, 10_000_000),
+        spool_dir=env.get("FSCTL_SPOOL_DIR") or d.spool_dir,
         queue_timeout_s=_number(env, "FSCTL_QUEUE_TIMEOUT_S", d.queue_timeout_s, 1.0, 86_400.0),
     )

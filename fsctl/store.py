@@ -257,6 +257,27 @@ class Store:
             pipe.zrem(self.keys.state(previous_state), cb.id)
             pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at})
 
+    def restore(self, cb: Callback) -> bool:
+        """Write a record a worker spooled while Redis was down; False when Redis's copy wins:
+        a final state seen in FreeSWITCH's events, or a live one newer than the spooled."""
+        key = self.keys.callback(cb.id)
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    cur = Callback.from_dict(json.loads(raw)) if raw else None
+                    if cur is not None and cur.final and not cur.inferred:
+                        return False
+                    if cur is not None and not cb.final and cur.updated_at > cb.updated_at:
+                        return False
+                    pipe.multi()
+                    self._queue_save(pipe, cb, cur.state if cur else None)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
     def update_if(self, callback_id: str, change: Callable[[Callback], bool]) -> Callback | None:
         """Compare-and-set: read, let ``change`` edit (return True to write), write if untouched."""
         key = self.keys.callback(callback_id)

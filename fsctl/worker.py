@@ -56,6 +56,7 @@ from .node import NodeLink
 from .recorder import Recorder
 from .recovery import Recovery
 from .settings import Settings
+from .spool import Spool
 from .store import Store
 from .wire import Event
 
@@ -97,6 +98,7 @@ class Worker:
         self.by_job: dict[str, tuple[str, str]] = {}
         self.entries: dict[str, str] = {}
         self.recorder = Recorder(store)
+        self.spool = Spool(settings.spool_dir, self.name)
         self.stopping = GEvent()
         self._draining = GEvent()
         self._resumed = GEvent()
@@ -112,6 +114,7 @@ class Worker:
     def start(self) -> None:
         """Connect (in the background, with retries) and start every loop."""
         self._retry_redis(self.store.ensure_group)
+        self._retry_redis(self._replay_spool)  # what it knew at its last stop, first
         self.link.start()
         loops: list[Callable[[], None]] = [self._job_loop, self.dispatcher.run, self._control_loop,
                                            self._flush_loop, self._heartbeat_loop,
@@ -136,10 +139,36 @@ class Worker:
             self.flush()
         except redis.RedisError as exc:
             log.error("worker %s: final flush failed: %s", self.name, exc)
+            records, acks = self.recorder.pending()
+            try:
+                self.spool.save(records, acks)
+            except OSError as err:
+                log.error("worker %s: could not spool %d records to %s: %s", self.name,
+                          len(records), self.spool.path, err)
         self.link.stop()
 
     def wait(self) -> None:
         self.stopping.wait()
+
+    def _replay_spool(self) -> None:
+        """Put back into Redis what a previous run of this worker could not write."""
+        try:
+            records, acks = self.spool.load()
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.error("worker %s: spool %s unreadable, left in place: %s", self.name,
+                      self.spool.path, exc)
+            return
+        for cb in records:
+            if self.store.restore(cb):
+                log.warning("callback %s: %s (%s) written from the spool", cb.id, cb.state,
+                            cb.outcome)
+            else:
+                log.info("callback %s: spooled copy not written, Redis holds a newer or seen "
+                         "final state", cb.id)
+        for entry in acks:
+            self.store.ack(entry)
+        if records or acks:
+            self.spool.clear()
 
     def _retry_redis(self, fn: Callable[[], object]) -> None:
         while not self.stopping.is_set():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import tempfile
 import time
 from typing import Any
 
@@ -71,7 +72,7 @@ class Stack:
             esl_password=target.password, esl_user=target.user,
             allow_default_password=True, default_route=default_route, routes=routes,
             park_margin_s=5, rate_per_minute=1_000_000, max_live=1_000_000,
-            dest_max_per_hour=1_000_000,
+            dest_max_per_hour=1_000_000, spool_dir=tempfile.mkdtemp(prefix="fsctl-spool-"),
         )
         if overrides:
             self.settings = dataclasses.replace(self.settings, **overrides)

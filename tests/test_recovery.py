@@ -263,3 +263,42 @@ def test_freeswitch_ends_an_overlong_call_even_with_no_worker_left(bounded_talk)
     s.wait_no_channels(uuids, timeout_s=6)
     sent = [c.text for c in s.sim.commands if c.text.startswith("api sched_hangup")]
     assert {t.split()[3] for t in sent} == uuids and all(" +2 " in t for t in sent), sent
+
+
+def test_final_states_redis_could_not_take_are_spooled_and_written_on_restart(tmp_path) -> None:
+    """What Ctrl-C on `make run` did: Redis stopped first, the call ended during the outage,
+    then the worker stopped, then everything came back with a new FreeSWITCH. The record must
+    say what happened (completed, its talk time), not a guess (failed/freeswitch_restarted)."""
+    from fsctl.embedded import free_port, start_redis
+
+    port = free_port()
+    proc = start_redis(port, tmp_path / "redis")
+    s = Stack(f"redis://127.0.0.1:{port}/0", None,
+              sim_config=SimConfig(answer_delay_s=0.3, talk_s=None), spool_dir=str(tmp_path))
+    try:
+        rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+        rec = s.wait_for(rec["id"], "bridged")
+        gevent.sleep(1.2)  # AOF everysec: the bridged record is on disk
+        proc.kill()
+        proc.wait()
+        gevent.sleep(1.0)
+        s.kill(rec["legs"]["B"]["uuid"])  # the far end hangs up during the outage
+        wait_until(lambda: s.worker.live == {}, 3, "the callback to end in the worker")
+        s.worker.stop()  # Redis still down: the final state goes to the spool
+        spool = tmp_path / "test-worker.json"
+        assert spool.is_file()
+        proc = start_redis(port, tmp_path / "redis")
+        assert s.get(rec["id"])["state"] == "bridged"  # what Redis had
+        s.sim.restart()  # and FreeSWITCH came back as a new one
+        s.start_worker()
+        final = s.wait_for(rec["id"], "completed", timeout_s=5)
+        assert final["outcome"] == "completed" and final["talk_time_s"] >= 2.0
+        assert final["legs"]["B"]["hangup_cause"] == "NORMAL_CLEARING"
+        assert not spool.exists()
+        wait_until(lambda: s.redis.xpending(s.store.keys.jobs, "workers")["pending"] == 0, 5,
+                   "the job acknowledged")
+        assert s.get(rec["id"])["outcome"] == "completed"  # adoption did not overwrite it
+    finally:
+        s.close()
+        proc.kill()
+        proc.wait()
