@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     env.setdefault("FSCTL_SHUTDOWN_GRACE_S", str(RUN_SHUTDOWN_GRACE_S))
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     var = Path(args.var).resolve()
+    env.setdefault("FSCTL_SPOOL_DIR", str(var / "spool"))
 
     def spawn(name: str, argv: list[str]) -> None:
         # A session of its own: Ctrl-C reaches only this process, which stops the others in

@@ -83,18 +83,21 @@ def test_embedded_default_runs_the_readme_example(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_in_the_terminal_mid_call_stops_everything_in_order(tmp_path: Path) -> None:
-    """The terminal sends SIGINT to the whole foreground group, not only to `fsctl run`."""
+    """The terminal sends SIGINT to the whole foreground group, not only to `fsctl run`.
+    The call bridged at the Ctrl-C ends (5 s of talk) within the worker's grace, while Redis
+    still runs: the next `fsctl run` shows it completed, with its talk time, not a guess."""
     api_port, redis_port, esl_port = free_port(), free_port(), free_port()
     proc = start_run(tmp_path, api_port, redis_port, esl_port)
+    base = f"http://127.0.0.1:{api_port}/voice/call/callback"
     try:
         wait_port("127.0.0.1", api_port, 30)
-        base = f"http://127.0.0.1:{api_port}/voice/call/callback"
         rec = http("POST", base, SEED)
         deadline = time.monotonic() + 10
         while rec["state"] != "bridged" and time.monotonic() < deadline:
             time.sleep(0.05)
             rec = http("GET", f"{base}/{rec['id']}")
         assert rec["state"] == "bridged", rec
+        time.sleep(1.0)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         out = stopped(proc, 25)
@@ -102,6 +105,16 @@ def test_ctrl_c_in_the_terminal_mid_call_stops_everything_in_order(tmp_path: Pat
     assert "did not stop in time" not in out, out[-3000:]
     assert "exited; stopping everything" not in out, out[-3000:]  # nobody died first
     assert_nothing_listens(api_port, redis_port, esl_port)
+    again = start_run(tmp_path, api_port, redis_port, esl_port)
+    try:
+        wait_port("127.0.0.1", api_port, 30)
+        final = http("GET", f"{base}/{rec['id']}")
+    finally:
+        again.send_signal(signal.SIGINT)
+        stopped(again, 25)
+    assert (final["state"], final["outcome"], final["inferred"]) == \
+        ("completed", "completed", False), final
+    assert 4.5 <= final["talk_time_s"] < 6.5, final["talk_time_s"]
 
 
 def test_a_busy_redis_port_is_a_clear_error(tmp_path: Path) -> None:
