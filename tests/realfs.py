@@ -64,7 +64,7 @@ class FreeSwitch:
     """One FreeSWITCH process on a private copy of freeswitch-conf/."""
 
     def __init__(self, root: Path | None = None, *, sessions_per_second: int | None = None,
-                 max_sessions: int | None = None) -> None:
+                 max_sessions: int | None = None, env: dict[str, str] | None = None) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="fsctl-fs-"))
         self.esl_port = free_port()
         self.sip_port = free_port()
@@ -74,6 +74,9 @@ class FreeSwitch:
         """FSCTL_ESL_ADMIN_PASSWORD: plain ``auth``, unrestricted (the tests' fs_cli)."""
         self.sessions_per_second = sessions_per_second
         self.max_sessions = max_sessions
+        self.env = {"FSCTL_ESL_PASSWORD": self.password,
+                    "FSCTL_ESL_ADMIN_PASSWORD": self.admin_password} if env is None else env
+        """The FSCTL_* variables FreeSWITCH gets (vars.xml reads the passwords from them)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._log_offset = 0
@@ -95,17 +98,23 @@ class FreeSwitch:
         os.chmod(self.root / "log", 0o700)  # the .fsxml there holds the expanded passwords
         shutil.rmtree(self.conf, ignore_errors=True)
         shutil.copytree(CONF, self.conf)
-        self._patch("autoload_configs/event_socket.conf.xml",
-                    r'(name="listen-port" value=")\d+(")', self.esl_port)
-        self._patch("sip_profiles/fsctl.xml", r'(name="sip-port" value=")\d+(")', self.sip_port)
+        self.set_param("autoload_configs/event_socket.conf.xml", "listen-port", self.esl_port)
+        self.set_param("sip_profiles/fsctl.xml", "sip-port", self.sip_port)
         if self.sessions_per_second is not None:
-            self._patch("autoload_configs/switch.conf.xml",
-                        r'(name="sessions-per-second" value=")\d+(")', self.sessions_per_second)
+            self.set_param("autoload_configs/switch.conf.xml", "sessions-per-second",
+                           self.sessions_per_second)
         if self.max_sessions is not None:
-            self._patch("autoload_configs/switch.conf.xml",
-                        r'(name="max-sessions" value=")\d+(")', self.max_sessions)
+            self.set_param("autoload_configs/switch.conf.xml", "max-sessions", self.max_sessions)
 
-    def _patch(self, rel: str, pattern: str, value: int) -> None:
+    def set_var(self, name: str, value: int | str) -> None:
+        """Change one global ``<X-PRE-PROCESS cmd="set" data="name=…"/>`` of vars.xml."""
+        self._patch("vars.xml", rf'(cmd="set" data="{re.escape(name)}=)[^"]*(")', value)
+
+    def set_param(self, rel: str, name: str, value: int) -> None:
+        """Change one ``<param name=… value=…/>`` of the private copy (before start)."""
+        self._patch(rel, rf'(name="{re.escape(name)}" value=")[^"]*(")', value)
+
+    def _patch(self, rel: str, pattern: str, value: int | str) -> None:
         path = self.conf / rel
         text, n = re.subn(pattern, rf"\g<1>{value}\g<2>", path.read_text(encoding="utf-8"))
         if n != 1:
@@ -128,8 +137,7 @@ class FreeSwitch:
                 "-storage", str(r / "storage"), "-recordings", str(r / "recordings"),
                 "-sounds", str(r / "sounds")]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FSCTL_")}
-        env["FSCTL_ESL_PASSWORD"] = self.password
-        env["FSCTL_ESL_ADMIN_PASSWORD"] = self.admin_password
+        env.update(self.env)
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.starts += 1
         with open(r / "stdout.log", "ab") as out:
@@ -152,6 +160,11 @@ class FreeSwitch:
                                    f": {self.tail()}")
             try:
                 wait_port("127.0.0.1", self.esl_port, 0.5)
+                if "FSCTL_ESL_ADMIN_PASSWORD" not in self.env:  # no admin login to ask with
+                    if "FreeSWITCH Started" in self.log_text():
+                        return
+                    time.sleep(0.1)
+                    continue
                 last = self.api("status")
                 if "is ready" in last:
                     return
