@@ -21,6 +21,11 @@ Everything listens on 127.0.0.1 on free ports and runs in its own session
   :class:`Report` row: submitted | completed | failed(outcomes) | cancelled | lost |
   dialled twice | orphans.
 
+On a real FreeSWITCH (``make test-freeswitch``), :mod:`.realnode`'s ``FreeSwitchNode`` stands
+where a SimProc stands (tests/realfs.py + one sipp switchboard; the worker logs in as the
+restricted user) and ``FreeSwitchCluster`` builds a Cluster of them; what was dialled is
+counted from FreeSWITCH's own events (CHANNEL_CREATE, BACKGROUND_JOB).
+
 Every wait is bounded; :meth:`Cluster.close` kills every process it started.
 """
 
@@ -282,6 +287,20 @@ class RedisProc:
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
 
+    def terminate(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM (Redis shuts down cleanly, AOF written); kill -9 after ``timeout_s``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            return None
+        finally:
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+
     def restart(self) -> None:
         self.kill9()
         self.start()
@@ -414,7 +433,13 @@ class WorkerProc(Proc):
             "FSCTL_RATE_PER_MINUTE": "1000000",
             "FSCTL_MAX_LIVE": "1000000",
             "FSCTL_LOG_LEVEL": "INFO",
+            # the scenario's own spool (final states Redis could not take when it stopped),
+            # kept across this worker's restarts, never shared with another scenario's
+            "FSCTL_SPOOL_DIR": str(workdir / "spool"),
         })
+        user = getattr(sim, "esl_user", None)
+        if user:  # a real FreeSWITCH: the restricted event-socket user (userauth)
+            env["FSCTL_ESL_USER"] = user
         super().__init__(name, [PY, "-m", "fsctl", "worker"], env, workdir / f"{name}.log")
 
     def start(self, wait_connected: bool = True) -> WorkerProc:
@@ -939,11 +964,13 @@ def check(cluster: Cluster, load: LoadGen | None, *, settle_s: float = 30.0,
         else:
             report.lost[cid] = summary(rec)
     # 3. dialled twice: one origination_uuid in more than one originate, over every simulator
+    #    (a real FreeSWITCH node also keys the channels it created by callback and leg)
     seen: dict[str, list[str]] = collections.defaultdict(list)
     for sim in cluster.sims:
         for o in sim.originates():
             if o["uuid"] and o["fsctl"]:
-                seen[o["uuid"]].append(f"{o['sim']}#{o['start']}/conn{o['conn']}@{o['at']:.2f}")
+                seen[o.get("key") or o["uuid"]].append(
+                    f"{o['sim']}#{o['start']}/conn{o['conn']}@{o['at']:.2f}")
     report.dialled_twice = {u: where for u, where in seen.items() if len(where) > 1}
     # 4. orphans: fsctl-tagged channels still up anywhere
     report.orphans = [f"{row['uuid']} ({row['callback_id']}, {row.get('callstate')})"
@@ -976,10 +1003,10 @@ def check(cluster: Cluster, load: LoadGen | None, *, settle_s: float = 30.0,
     return report
 
 
-def write_report(extra: Iterable[str] = ()) -> str:
+def write_report(extra: Iterable[str] = (), path: Path = REPORT_PATH) -> str:
     text = "\n".join([REPORT_HEADER, *ROWS, *extra]) + "\n"
-    VAR.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text(text, encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
     return text
 
 
