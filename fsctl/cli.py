@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RUN_SHUTDOWN_GRACE_S = 5.0
 """`fsctl run`: how long live calls may go on after Ctrl-C (FSCTL_SHUTDOWN_GRACE_S wins)."""
+EXIT_SPOOLED = 75
+"""`fsctl worker`'s exit status when Redis was down at its stop and records were spooled
+(EX_TEMPFAIL: a supervisor can tell it from a clean stop)."""
 RUN_STOP_MARGIN_S = 5.0
 """`fsctl run`: how long a process may take to exit after its SIGTERM (beyond the grace)."""
 
@@ -113,7 +116,8 @@ def cmd_worker(_: argparse.Namespace) -> int:
     log.info("worker %s: stopping: no new jobs; live calls may finish within %.0fs",
              worker.name, s.shutdown_grace_s)
     worker.drain(s.shutdown_grace_s)
-    worker.stop()
+    if not worker.stop():
+        return EXIT_SPOOLED
     return 0
 
 

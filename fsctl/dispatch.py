@@ -28,6 +28,8 @@ from gevent.event import Event as GEvent
 
 from .callback import Action, Expire, Redial, Start, apply
 from .capacity import SESSIONS_PER_CALLBACK, Budget, Pacer, budget, parse_status
+from .commands import uuid_exists
+from .errors import ESLError
 from .model import Callback
 
 if TYPE_CHECKING:
@@ -114,6 +116,19 @@ class Dispatcher:
         leg = cb.legs[name] if cb is not None else None
         if cb is None or leg is None or cb.final or not leg.awaiting_redial:
             return  # cancelled or ended meanwhile
+        # FreeSWITCH gives the same -ERR for an origination_uuid already in use: a leg whose
+        # channel exists was not refused for capacity, and is never dialled a second time.
+        try:
+            exists = self.w.link.api(uuid_exists(leg.uuid)).strip() == "true"
+        except ESLError as exc:
+            log.warning("callback %s: cannot check leg %s before dialling it again: %s", cb.id,
+                        name, exc)
+            self.redial_later(cb, name, 1.0)
+            return
+        if exists:
+            log.error("callback %s: leg %s's originate was refused but its channel %s exists: "
+                      "not dialled again", cb.id, name, leg.uuid)
+            return
         new_uuid, new_job = str(uuidlib.uuid4()), str(uuidlib.uuid4())
         self.w.reindex(cb, name, new_uuid, new_job)
         log.info("callback %s: dialling leg %s again (attempt %d) after FreeSWITCH refused it "

@@ -131,7 +131,9 @@ class Worker:
             log.warning("worker %s: %d callbacks still live after %.0fs; leaving them to be "
                         "taken over", self.name, len(self.live), grace_s)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop every loop and write what is left; False when some of it had to be spooled."""
+        clean = True
         self._draining.set()
         self.stopping.set()
         gevent.joinall(self._greenlets, timeout=3)
@@ -140,12 +142,14 @@ class Worker:
         except redis.RedisError as exc:
             log.error("worker %s: final flush failed: %s", self.name, exc)
             records, acks = self.recorder.pending()
+            clean = False
             try:
                 self.spool.save(records, acks)
             except OSError as err:
                 log.error("worker %s: could not spool %d records to %s: %s", self.name,
                           len(records), self.spool.path, err)
         self.link.stop()
+        return clean
 
     def wait(self) -> None:
         self.stopping.wait()

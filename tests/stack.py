@@ -86,6 +86,10 @@ class Stack:
         if start_worker:
             self.start_worker()
         self._esl: ESLClient | None = None
+        self._watcher: ESLClient | None = None
+        self.created: list[tuple[str, str, str]] = []
+        """(callback id, leg, channel uuid) of every fsctl channel FreeSWITCH created since
+        :meth:`watch_creates` (its CHANNEL_CREATE events, seen on a connection of the test's)."""
 
     @property
     def real(self) -> bool:
@@ -102,6 +106,29 @@ class Stack:
             self._esl.connect()
         return self._esl
 
+    def watch_creates(self) -> None:
+        """Record every CHANNEL_CREATE of an fsctl channel: how often each leg was dialled,
+        as FreeSWITCH (or the simulator) saw it."""
+        watcher = ESLClient(*self.target.admin)
+
+        def on_event(ev: Any) -> None:
+            if ev.name == "CHANNEL_CREATE" and ev.get("variable_fsctl_callback_id"):
+                self.created.append((ev.get("variable_fsctl_callback_id"),
+                                     ev.get("variable_fsctl_leg"), ev.get("Unique-ID")))
+
+        watcher.on_event(on_event)
+        watcher.connect()
+        watcher.subscribe(["CHANNEL_CREATE"])
+        self._watcher = watcher
+
+    def dials(self, callback_id: str) -> dict[str, int]:
+        """How many channels were created for each leg of a callback (see watch_creates)."""
+        out: dict[str, int] = {}
+        for cid, leg, _uuid in self.created:
+            if cid == callback_id:
+                out[leg] = out.get(leg, 0) + 1
+        return out
+
     def start_worker(self) -> Worker:
         self.worker = Worker(self.settings, self.store, name="test-worker")
         self.worker.start()
@@ -110,8 +137,9 @@ class Stack:
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
-        if self._esl is not None:
-            self._esl.close()
+        for conn in (self._esl, self._watcher):
+            if conn is not None:
+                conn.close()
         self.server.stop(timeout=1)
         if self.sim is not None:
             self.sim.stop()

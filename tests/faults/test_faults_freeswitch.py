@@ -405,6 +405,8 @@ def test_04_redis_stops_before_worker(make_cluster: Callable[[str], FreeSwitchCl
     c.log("worker w1 started again (same name)")
     report = c.check(load, settle_s=20, notes=[f"worker exit {worker_exit} after {stopped_in:.1f}s"])
     failures = []
+    if worker_exit != 75:  # fsctl.cli.EXIT_SPOOLED: not a clean stop, and it says so
+        failures.append(f"the worker that spooled exited with {worker_exit}, not 75")
     control_rec = records(r, control)[control[0]]
     c.log(f"control: {detail(control_rec)}")
     causes = ({n: leg.get("hangup_cause") for n, leg in control_rec["legs"].items()}
