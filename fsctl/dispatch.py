@@ -140,7 +140,8 @@ class Dispatcher:
     def run(self) -> None:
         w = self.w
         while not w.stopping.is_set():
-            if not (self._legs or self._starts):
+            starts = self._starts if not w.draining.is_set() else ()  # no new call when draining
+            if not (self._legs or starts):
                 self._work.clear()
                 self._work.wait(IDLE_WAIT_S)
                 continue
@@ -154,7 +155,7 @@ class Dispatcher:
                 if self._legs:
                     self._send_next_leg()
                 else:
-                    self._start(self._starts.popleft())
+                    self._start(self._starts.popleft())  # (not draining: checked above)
             except Exception:
                 log.exception("worker %s: dispatch failed", w.name)  # the dispatcher must live
 

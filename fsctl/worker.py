@@ -100,7 +100,7 @@ class Worker:
         self.recorder = Recorder(store)
         self.spool = Spool(settings.spool_dir, self.name)
         self.stopping = GEvent()
-        self._draining = GEvent()
+        self.draining = GEvent()
         self._resumed = GEvent()
         self._retry_originates: set[tuple[str, str]] = set()
         self._greenlets: list[gevent.Greenlet] = []
@@ -122,19 +122,25 @@ class Worker:
         self._greenlets = [gevent.spawn(loop) for loop in loops]
 
     def drain(self, grace_s: float) -> None:
-        """Stop claiming jobs; let live callbacks finish for up to ``grace_s``."""
-        self._draining.set()
+        """Stop claiming and starting callbacks; let the started ones finish for up to
+        ``grace_s``. Claimed ones not started yet stay queued, for another worker (or this
+        one's next run) to take."""
+        self.draining.set()
         deadline = time.monotonic() + grace_s
-        while self.live and time.monotonic() < deadline:
+
+        def started() -> int:
+            return sum(1 for cb in self.live.values() if cb.state != "queued")
+
+        while started() and time.monotonic() < deadline:
             gevent.sleep(0.1)
-        if self.live:
+        if started():
             log.warning("worker %s: %d callbacks still live after %.0fs; leaving them to be "
-                        "taken over", self.name, len(self.live), grace_s)
+                        "taken over", self.name, started(), grace_s)
 
     def stop(self) -> bool:
         """Stop every loop and write what is left; False when some of it had to be spooled."""
         clean = True
-        self._draining.set()
+        self.draining.set()
         self.stopping.set()
         gevent.joinall(self._greenlets, timeout=3)
         try:
@@ -197,7 +203,7 @@ class Worker:
     # -- jobs -----------------------------------------------------------------------
 
     def _job_loop(self) -> None:
-        while not self._draining.is_set():
+        while not self.draining.is_set():
             if not self.link.up.wait(timeout=1.0) or not self._resumed.wait(timeout=1.0):
                 continue
             room = min(JOB_BATCH, self.dispatcher.room())
@@ -293,7 +299,7 @@ class Worker:
         while not self.stopping.wait(period):
             try:
                 self.store.touch(self.name, list(self.entries.values()))
-                if not self._draining.is_set() and self.link.up.is_set():
+                if not self.draining.is_set() and self.link.up.is_set():
                     self.intake.take_over_stale_jobs()
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)

@@ -180,7 +180,7 @@ def test_a_dead_workers_live_callback_is_adopted_not_redialled(node_stack, redis
 def kill_worker(worker: Worker) -> None:
     """The worker "dies": its loops stop, nothing is flushed or acknowledged any more."""
     worker.stopping.set()
-    worker._draining.set()
+    worker.draining.set()
     worker.link.stop()
     gevent.joinall(worker._greenlets, timeout=3)
 
