@@ -34,7 +34,6 @@ from .harness import (
     REPORT_PATH,
     RINGING,
     RINGING2,
-    ROWS,
     Cluster,
     Mangle,
     body,
@@ -44,7 +43,16 @@ from .harness import (
     summary,
     wait_records,
     wait_until,
-    write_report,
+)
+from .scenarios import (
+    clusters,
+    expect,
+    ids,
+    leg_is,
+    reconnect_time,
+    report_rows,
+    state_is,
+    wait_mix,
 )
 
 pytestmark = pytest.mark.integration
@@ -53,86 +61,18 @@ SCENARIO_TIMEOUT_S = 110
 """Hard bound on one scenario (setup, faults, settle and checks); teardown kills everything."""
 
 
-class _ReportPlugin:
-    """Prints the fault table in the terminal summary, whatever the capture mode."""
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not ROWS:
-            return
-        terminalreporter.write_sep("=", "fault scenarios (var/faults-report.txt)")
-        try:
-            text = REPORT_PATH.read_text(encoding="utf-8")
-        except OSError:
-            text = write_report()
-        for line in text.splitlines():
-            terminalreporter.write_line(line)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def faults_report(request: pytest.FixtureRequest) -> Iterator[None]:
-    ROWS.clear()
-    plugin = _ReportPlugin()
-    request.config.pluginmanager.register(plugin, "fsctl-faults-report")
-    t0 = time.monotonic()
-    try:
-        yield
-    finally:
-        kill_leftovers()
-        write_report([(f"# {len(ROWS)} scenarios in {time.monotonic() - t0:.0f}s "
-                      f"(process logs: var/faults/<scenario>/)")])
+    yield from report_rows(request, "fault scenarios (var/faults-report.txt)", REPORT_PATH, "",
+                           (kill_leftovers,))
 
 
 @pytest.fixture
 def make_cluster() -> Iterator[Callable[[str], Cluster]]:
-    """Build the scenario's cluster; a gevent.Timeout bounds the whole test; teardown kills."""
-    made: list[Cluster] = []
-    timeout = gevent.Timeout(SCENARIO_TIMEOUT_S,
-                             AssertionError(f"scenario took more than {SCENARIO_TIMEOUT_S}s"))
-
-    def make(name: str) -> Cluster:
-        cluster = Cluster(name)
-        made.append(cluster)
-        return cluster
-
-    timeout.start()
-    try:
-        yield make
-    finally:
-        timeout.cancel()
-        for cluster in made:
-            cluster.close()
+    yield from clusters(Cluster, SCENARIO_TIMEOUT_S)
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-
-def ids(accepted: list[Any]) -> list[str]:
-    return [a.id for a in accepted if a is not None]
-
-
-def state_is(*states: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda rec: rec["state"] in states
-
-
-def leg_is(leg: str, *states: str, cb_state: str | None = None) -> Callable[[dict[str, Any]], bool]:
-    return lambda rec: (rec["legs"][leg]["state"] in states
-                        and (cb_state is None or rec["state"] == cb_state))
-
-
-def expect(report: Any, failures: list[str]) -> None:
-    """Fail with the row, the invariant problems and the scenario's own failures."""
-    problems = report.problems() + failures
-    assert not problems, f"{report.row()}\n" + "\n".join(problems)
-
-
-def reconnect_time(proxy: Any, before: int, since: float, timeout_s: float) -> float | None:
-    """Seconds from ``since`` until the worker opened its two new connections, or None."""
-    try:
-        wait_until(lambda: len(proxy.accepted) >= before + 2 and len(proxy.live_pairs) >= 2,
-                   timeout_s, "the worker to reconnect", 0.05)
-    except AssertionError:
-        return None
-    return proxy.accepted[before + 1] - since
 
 
 def unstarted_jobs(r: redis.Redis, consumer: str) -> list[str]:
@@ -155,15 +95,6 @@ def live_mix(load: Any) -> dict[str, list[str]]:
         "waiting": ids(load.burst([body(b=RINGING) for _ in range(2)])),
         "a_ringing": ids(load.burst([body(a=RINGING) for _ in range(2)])),
     }
-
-
-def wait_mix(cluster: Cluster, groups: dict[str, list[str]], timeout_s: float = 8.0) -> None:
-    r = cluster.redis.client()
-    wait_records(r, groups["bridged"], state_is("bridged"), timeout_s, "bridged")
-    wait_records(r, groups["waiting"], leg_is("B", "ringing", cb_state="waiting"), timeout_s,
-                 "waiting with B ringing")
-    wait_records(r, groups["a_ringing"], leg_is("A", "ringing", cb_state="dialing"), timeout_s,
-                 "dialing with A ringing")
 
 
 # ---- 1. kill -9 the worker in every state ---------------------------------------------------
@@ -271,7 +202,7 @@ def esl_fault(c: Cluster, fault: str, deadline_s: float) -> dict[str, Any]:
     proxy = c.add_proxy(sim)
     c.add_worker("w1", sim, proxy)
     load = c.load()
-    wait_mix(c, live_mix(load))
+    wait_mix(c.redis.client(), live_mix(load))
     before, t = len(proxy.accepted), time.time()
     c.log(f"{fault}: {getattr(proxy, fault)()} ESL connections")
     took = reconnect_time(proxy, before, t, 8)
@@ -315,7 +246,7 @@ def test_05_freeswitch_restart(make_cluster: Callable[[str], Cluster]) -> None:
     sim = c.sims[0]
     load = c.load()
     groups = live_mix(load)
-    wait_mix(c, groups)
+    wait_mix(c.redis.client(), groups)
     old_core = sim.core_uuid()
     c.log("kill -9 the simulator and start it again on the same port")
     sim.restart()

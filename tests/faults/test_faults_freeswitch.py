@@ -29,7 +29,6 @@ from .harness import (
     RINGING,
     ROWS,
     VAR,
-    Cluster,
     Report,
     body,
     kill_leftovers,
@@ -37,7 +36,6 @@ from .harness import (
     records,
     wait_records,
     wait_until,
-    write_report,
 )
 from .realnode import (
     TALK1,
@@ -49,6 +47,16 @@ from .realnode import (
     FreeSwitchCluster,
     kill_real_leftovers,
 )
+from .scenarios import (
+    clusters,
+    expect,
+    ids,
+    leg_is,
+    reconnect_time,
+    report_rows,
+    state_is,
+    wait_mix,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_freeswitch]
 
@@ -59,78 +67,19 @@ LONG_TALK_S = 8.0
 """sipp's long-talk far ends (LONGTALK, LONGTALK2) hang up 8 s after their answer."""
 
 
-class _ReportPlugin:
-    """Prints the fault table in the terminal summary, whatever the capture mode."""
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not ROWS:
-            return
-        terminalreporter.write_sep("=", "fault scenarios on a real FreeSWITCH "
-                                        "(var/faults-freeswitch-report.txt)")
-        try:
-            text = REPORT_PATH.read_text(encoding="utf-8")
-        except OSError:
-            text = write_report(path=REPORT_PATH)
-        for line in text.splitlines():
-            terminalreporter.write_line(line)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def faults_report(request: pytest.FixtureRequest) -> Iterator[None]:
-    ROWS.clear()
-    plugin = _ReportPlugin()
-    request.config.pluginmanager.register(plugin, "fsctl-faults-freeswitch-report")
-    t0 = time.monotonic()
-    try:
-        yield
-    finally:
-        kill_leftovers()
-        kill_real_leftovers()
-        write_report([(f"# {len(ROWS)} scenarios on FreeSWITCH in {time.monotonic() - t0:.0f}s "
-                       f"(process logs: var/faults/<scenario>/)")], path=REPORT_PATH)
+    yield from report_rows(request, "fault scenarios on a real FreeSWITCH "
+                           "(var/faults-freeswitch-report.txt)", REPORT_PATH, " on FreeSWITCH",
+                           (kill_leftovers, kill_real_leftovers))
 
 
 @pytest.fixture
 def make_cluster() -> Iterator[Callable[[str], FreeSwitchCluster]]:
-    """Build the scenario's cluster; a gevent.Timeout bounds the whole test; teardown kills."""
-    made: list[FreeSwitchCluster] = []
-    timeout = gevent.Timeout(SCENARIO_TIMEOUT_S,
-                             AssertionError(f"scenario took more than {SCENARIO_TIMEOUT_S}s"))
-
-    def make(name: str) -> FreeSwitchCluster:
-        cluster = FreeSwitchCluster(name)
-        made.append(cluster)
-        return cluster
-
-    timeout.start()
-    try:
-        yield make
-    finally:
-        timeout.cancel()
-        for cluster in made:
-            cluster.close()
+    yield from clusters(FreeSwitchCluster, SCENARIO_TIMEOUT_S)
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-
-def ids(accepted: list[Any]) -> list[str]:
-    return [a.id for a in accepted if a is not None]
-
-
-def state_is(*states: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda rec: rec["state"] in states
-
-
-def leg_is(leg: str, *states: str, cb_state: str | None = None) -> Callable[[dict[str, Any]], bool]:
-    return lambda rec: (rec["legs"][leg]["state"] in states
-                        and (cb_state is None or rec["state"] == cb_state))
-
-
-def expect(report: Report, failures: list[str]) -> None:
-    """Fail with the row, the invariant problems and the scenario's own failures."""
-    problems = report.problems() + failures
-    assert not problems, f"{report.row()}\n" + "\n".join(problems)
 
 
 def annotate(report: Report, *notes: str) -> None:
@@ -175,16 +124,6 @@ def talk_outside(recs: dict[str, dict[str, Any] | None], lo: float, hi: float) -
             if not v or v.get("talk_time_s") is None or not lo <= v["talk_time_s"] <= hi}
 
 
-def reconnect_time(proxy: Any, before: int, since: float, timeout_s: float) -> float | None:
-    """Seconds from ``since`` until the worker opened its two new connections, or None."""
-    try:
-        wait_until(lambda: len(proxy.accepted) >= before + 2 and len(proxy.live_pairs) >= 2,
-                   timeout_s, "the worker to reconnect", 0.05)
-    except AssertionError:
-        return None
-    return proxy.accepted[before + 1] - since
-
-
 def live_mix(load: Any) -> dict[str, list[str]]:
     """Callbacks that are bridged (8 s talk), waiting (A waits, B rings 8 s), A ringing (8 s).
 
@@ -196,15 +135,6 @@ def live_mix(load: Any) -> dict[str, list[str]]:
         "waiting": ids(load.burst([body(a=WAITS, b=RINGING) for _ in range(2)])),
         "a_ringing": ids(load.burst([body(a=RINGING) for _ in range(2)])),
     }
-
-
-def wait_mix(cluster: Cluster, groups: dict[str, list[str]], timeout_s: float = 8.0) -> None:
-    r = cluster.redis.client()
-    wait_records(r, groups["bridged"], state_is("bridged"), timeout_s, "bridged")
-    wait_records(r, groups["waiting"], leg_is("B", "ringing", cb_state="waiting"), timeout_s,
-                 "waiting with B ringing")
-    wait_records(r, groups["a_ringing"], leg_is("A", "ringing", cb_state="dialing"), timeout_s,
-                 "dialing with A ringing")
 
 
 # ---- 1. kill -9 the worker in every state ---------------------------------------------------
@@ -266,7 +196,7 @@ def test_02_freeswitch_kill9_restart(make_cluster: Callable[[str], FreeSwitchClu
     load = c.load()
     r = c.redis.client()
     groups = live_mix(load)
-    wait_mix(c, groups)
+    wait_mix(c.redis.client(), groups)
     old_core = fs.core_uuid()
     c.log("kill -9 FreeSWITCH and start it again on the same ports")
     t_kill = time.time()
@@ -309,7 +239,7 @@ def esl_fault(c: FreeSwitchCluster, fault: str, deadline_s: float) -> tuple[Repo
     load = c.load()
     r = c.redis.client()
     groups = live_mix(load)
-    wait_mix(c, groups)
+    wait_mix(c.redis.client(), groups)
     before, t = len(proxy.accepted), time.time()
     c.log(f"{fault}: {getattr(proxy, fault)()} ESL connections")
     took = reconnect_time(proxy, before, t, 8)
