@@ -9,16 +9,16 @@ variables it already reads, and runs ``freeswitch -nf`` in its own session, so o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from procs import kill_group, terminate_group
 
 from fsctl.embedded import free_port, wait_port
 from fsctl.errors import ESLError
@@ -175,27 +175,13 @@ class FreeSwitch:
 
     def stop(self) -> None:
         """SIGTERM (FreeSWITCH shuts down cleanly), SIGKILL after STOP_TIMEOUT_S."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        terminate_group(self.proc, STOP_TIMEOUT_S)
         if self in _RUNNING:
             _RUNNING.remove(self)
 
     def kill9(self) -> None:
         """A crash: SIGKILL to its whole process group, no goodbye to anyone."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
+        kill_group(self.proc)
         if self in _RUNNING:
             _RUNNING.remove(self)
 

@@ -11,16 +11,16 @@ waits are bounded. Debian's sipp 3.6 is enough.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
+
+from procs import kill_group, terminate_group
 
 from fsctl.embedded import free_port
 
@@ -205,24 +205,10 @@ class Sipp:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM to its process group, SIGKILL after ``timeout_s``."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        terminate_group(self.proc, timeout_s)
 
     def kill9(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
+        kill_group(self.proc)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -42,7 +42,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +58,7 @@ import redis
 from gevent.event import Event as GEvent
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
+from procs import kill_group, terminate_group
 
 from fsctl.embedded import free_port, start_redis, wait_port
 from fsctl.errors import ESLError
@@ -212,28 +212,11 @@ class Proc:
 
     def kill9(self) -> None:
         """SIGKILL to the whole process group: a crash, no goodbye."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        kill_group(self.proc)
 
     def terminate(self, timeout_s: float) -> int | None:
         """SIGTERM; the exit code, or None when it had to be killed after ``timeout_s``."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-            return None
+        return terminate_group(self.proc, timeout_s)
 
     def log_text(self, since_start: bool = True) -> str:
         try:
@@ -310,7 +293,44 @@ class RedisProc:
                                     socket_connect_timeout=2)
 
 
-class SimProc(Proc):
+class FsCliView:
+    """What fs_cli sees of a node: ``api``, its channels, fsctl's tagged ones, its Core-UUID
+    (the simulator and the real FreeSWITCH alike; a subclass gives ``esl()``)."""
+
+    def esl(self) -> ESLClient:
+        raise NotImplementedError
+
+    def api(self, command: str) -> str:
+        client = self.esl()
+        try:
+            return client.api(command)
+        finally:
+            client.close()
+
+    def channels(self) -> list[dict[str, str]]:
+        reply = self.api("show channels as json")
+        return list(json.loads(reply).get("rows", []))
+
+    def tagged_channels(self) -> list[dict[str, str]]:
+        """Live channels that carry fsctl_callback_id (rows plus ``callback_id``)."""
+        client = self.esl()
+        try:
+            rows = json.loads(client.api("show channels as json")).get("rows", [])
+            out = []
+            for row in rows:
+                tag = client.api(f"uuid_getvar {row['uuid']} fsctl_callback_id").strip()
+                if tag and tag != "_undef_" and not tag.startswith("-ERR"):
+                    out.append({**row, "callback_id": tag})
+            return out
+        finally:
+            client.close()
+
+    def core_uuid(self) -> str:
+        return self.api("global_getvar core_uuid").strip()
+
+
+
+class SimProc(FsCliView, Proc):
     """``fsctl simulate`` on a fixed port; each start logs commands to a new file."""
 
     def __init__(self, name: str, workdir: Path, password: str, numbers_file: Path,
@@ -349,41 +369,11 @@ class SimProc(Proc):
     def node(self) -> str:
         return f"{HOST}:{self.port}"
 
-    # -- the FreeSWITCH side, as fs_cli sees it --------------------------------------------
-
     def esl(self) -> ESLClient:
         client = ESLClient(HOST, self.port, self.password, connect_timeout_s=3,
                            command_timeout_s=5)
         client.connect()
         return client
-
-    def api(self, command: str) -> str:
-        client = self.esl()
-        try:
-            return client.api(command)
-        finally:
-            client.close()
-
-    def channels(self) -> list[dict[str, str]]:
-        reply = self.api("show channels as json")
-        return list(json.loads(reply).get("rows", []))
-
-    def tagged_channels(self) -> list[dict[str, str]]:
-        """Live channels that carry fsctl_callback_id (rows plus ``callback_id``)."""
-        client = self.esl()
-        try:
-            rows = json.loads(client.api("show channels as json")).get("rows", [])
-            out = []
-            for row in rows:
-                tag = client.api(f"uuid_getvar {row['uuid']} fsctl_callback_id").strip()
-                if tag and tag != "_undef_" and not tag.startswith("-ERR"):
-                    out.append({**row, "callback_id": tag})
-            return out
-        finally:
-            client.close()
-
-    def core_uuid(self) -> str:
-        return self.api("global_getvar core_uuid").strip()
 
     def originates(self) -> list[dict[str, Any]]:
         """Every originate this simulator (all its starts) received: uuid, conn, at, start."""

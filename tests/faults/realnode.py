@@ -44,7 +44,7 @@ from fsctl.errors import ESLError
 from fsctl.esl import ESLClient
 from fsctl.wire import Event
 
-from .harness import HOST, ROUTES, Cluster
+from .harness import HOST, ROUTES, Cluster, FsCliView
 
 WAITS = "1050000"
 """A far end that answers after 0.3 s and never hangs up by itself (it waits for our BYE)."""
@@ -164,7 +164,7 @@ class Observer:
                 "result": ev.body.strip()[:80], "at": at, "start": start})
 
 
-class FreeSwitchNode:
+class FreeSwitchNode(FsCliView):
     """A real FreeSWITCH (realfs) where the harness expects a simulator (SimProc)."""
 
     esl_user = realfs.ESL_USER
@@ -233,29 +233,6 @@ class FreeSwitchNode:
 
     def esl(self) -> ESLClient:
         return self.fs.esl()
-
-    def api(self, command: str) -> str:
-        return self.fs.api(command)
-
-    def channels(self) -> list[dict[str, str]]:
-        return list(json.loads(self.api("show channels as json") or "{}").get("rows", []))
-
-    def tagged_channels(self) -> list[dict[str, str]]:
-        """Live channels that carry fsctl_callback_id (rows plus ``callback_id``)."""
-        client = self.esl()
-        try:
-            rows = json.loads(client.api("show channels as json") or "{}").get("rows", [])
-            out = []
-            for row in rows:
-                tag = client.api(f"uuid_getvar {row['uuid']} fsctl_callback_id").strip()
-                if tag and tag != "_undef_" and not tag.startswith("-ERR"):
-                    out.append({**row, "callback_id": tag})
-            return out
-        finally:
-            client.close()
-
-    def core_uuid(self) -> str:
-        return self.api("global_getvar core_uuid").strip()
 
     def originates(self) -> list[dict[str, Any]]:
         """What FreeSWITCH saw dialled, in the shape of SimProc.originates(), plus ``key``:
