@@ -12,7 +12,7 @@ import pytest
 from sim_replay import Client, connect
 
 from fsctl.errors import ConfigError
-from fsctl.simulator import Behaviour, SimConfig, Simulator, SimUser, main
+from fsctl.simulator import FREESWITCH_VARIABLES, Behaviour, SimConfig, Simulator, SimUser, main
 
 PW = "sim-secret"
 NOTICE = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
@@ -160,7 +160,13 @@ def test_sip_like_default_answer_bridge_and_far_end_bye(sim: Simulator) -> None:
     assert bridge.get("Other-Leg-Unique-ID") == b and bridge.get("Unique-ID") == a
     hangups = [e for e in client.events() if e.name == "CHANNEL_HANGUP"]
     assert all(e.get("Hangup-Cause") == "NORMAL_CLEARING" for e in hangups)
-    assert hangups[0].get("variable_sip_hangup_disposition") == "recv_bye"
+    # as sip_both_legs.rx: a BYE's disposition is reported on HANGUP_COMPLETE, not HANGUP
+    assert hangups[0].get("variable_sip_term_status") == "200"
+    assert hangups[0].get("variable_sip_hangup_disposition") is None
+    completes = {e.get("Unique-ID"): e for e in client.events()
+                 if e.name == "CHANNEL_HANGUP_COMPLETE"}
+    assert completes[hangups[0].get("Unique-ID")].get(
+        "variable_sip_hangup_disposition") == "recv_bye"
     assert not sim.channels
 
 
@@ -272,3 +278,33 @@ def test_loopback_only_and_cli_password(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("FSCTL_SIM_TEST_PW", "ClueCon")
     assert main(["--password-env", "FSCTL_SIM_TEST_PW", "--port", "0"]) == 2
     assert main(["--host", "0.0.0.0", "--allow-default-password", "--port", "0"]) == 2
+
+
+def test_every_variable_the_simulator_sets_is_one_freeswitch_sets(sim: Simulator) -> None:
+    """Flows the recordings do not have (a 603 after ringing, no answer, gateway and user/
+    legs, a playback that is broken off, hupall) set no variable a real FreeSWITCH never set
+    by itself in the recordings (FREESWITCH_VARIABLES)."""
+    client = connect(sim.port, PW, "plain ALL")
+    legs = [originate(client, "A", "sofia/gw/486"), originate(client, "A", "sofia/gw/603"),
+            originate(client, "A", "sofia/gw/nobody", extra=",originate_timeout=1")]
+    a = originate(client, "A", "sofia/gateway/carrier/1000123")
+    b = originate(client, "B", "user/1000125")
+    c = originate(client, "A", "null/77", extra=",park_timeout=30")
+    for leg in (a, b, c):
+        wait_event(client, "CHANNEL_PARK", leg)
+    assert client.api(f"uuid_broadcast {c} playback::tone_stream://%(1,1,440) aleg") == (
+        "+OK Message sent\n")
+    wait_event(client, "PLAYBACK_START", c)
+    assert client.api(f"uuid_break {c}") == "+OK\n"
+    assert client.api(f"uuid_bridge {a} {b}") == f"+OK {b}\n"
+    wait_event(client, "PLAYBACK_STOP", c)
+    assert client.api("hupall MANAGER_REQUEST") == (
+        "+OK hangup all channels with cause MANAGER_REQUEST\n")
+    for leg in legs + [a, b, c]:
+        wait_event(client, "CHANNEL_DESTROY", leg, timeout=3)
+    requested = {"origination_uuid", "fsctl_callback_id", "fsctl_leg", "originate_timeout",
+                 "park_timeout"}
+    names = {k[len("variable_"):] for e in client.events() for k in e.headers
+             if k.startswith("variable_")}
+    assert names - requested - FREESWITCH_VARIABLES == set()
+    assert len(names) > 150  # sofia legs: every variable a real one carries

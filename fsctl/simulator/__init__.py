@@ -12,5 +12,7 @@ from __future__ import annotations
 from .cli import main
 from .config import Behaviour, SimConfig, SimUser
 from .server import ReceivedCommand, Simulator
+from .sofia_vars import FREESWITCH_VARIABLES
 
-__all__ = ["Behaviour", "ReceivedCommand", "SimConfig", "SimUser", "Simulator", "main"]
+__all__ = ["FREESWITCH_VARIABLES", "Behaviour", "ReceivedCommand", "SimConfig", "SimUser",
+           "Simulator", "main"]

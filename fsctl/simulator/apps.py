@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from typing import TYPE_CHECKING
 
+from . import corevars
 from .config import normalize_cause
 from .events import OutEvent, make_segment
 
@@ -28,10 +30,13 @@ class AppsMixin:
                    job_early: bool = False) -> None: ...
 
     def _exec(self, ch: Channel, app: str, data: str) -> None:
+        if app != "uuid_bridge":  # an API, not a dialplan application: not the last_app
+            ch.last_app, ch.last_arg = app, data
         after = [("Application", app)]
         if data:
             after.append(("Application-Data", data))
-        after.append(("Application-UUID", str(uuidlib.uuid4())))
+        if app != "uuid_bridge":  # uuid_bridge's soft-execute has no Application-UUID
+            after.append(("Application-UUID", str(uuidlib.uuid4())))
         self.emit(ch, "CHANNEL_EXECUTE", True, after=after)
 
     def _exec_complete(self, ch: Channel, app: str, data: str, response: str) -> None:
@@ -68,10 +73,14 @@ class AppsMixin:
             return
         if ch.playback is not None:
             self.stop_playback(ch)
-        ch.update_vars({"current_application_data": data, "current_application": app})
+        if app == "playback":
+            ch.update_vars(corevars.playback_started(data))
+        else:
+            ch.update_vars({"current_application_data": data, "current_application": app})
         self._exec(ch, app, data)
         if app == "playback":
             ch.playback = data
+            ch.playback_started_at = time.monotonic()
             self.emit(ch, "PLAYBACK_START", True,
                       after=[("Playback-File-Type", data.split(":", 1)[0]),
                              ("Playback-File-Path", data)])
@@ -83,6 +92,7 @@ class AppsMixin:
         if data is None:
             return
         ch.playback = None
+        ch.update_vars(corevars.playback_stopped(ch.playback_started_at))
         self.emit(ch, "PLAYBACK_STOP", True,
                   after=[("Playback-File-Type", data.split(":", 1)[0]),
                          ("Playback-File-Path", data), ("Playback-Status", "done")])

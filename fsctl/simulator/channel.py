@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .config import Behaviour
-from .events import Segment, make_segment, now_us
+from .events import ASCII_ENCODING, Segment, VarPairs, encode_value, make_segment, now_us
 
 if TYPE_CHECKING:
     from gevent import Greenlet
@@ -23,6 +23,7 @@ CALLSTATE_NUMBERS = {
     "RING_WAIT": "6", "HANGUP": "7", "UNHELD": "8",
 }
 _STATE_SEGMENTS: dict[tuple[str, str], Segment] = {}
+_ANSWER_SEGMENTS: dict[tuple[str, str | None], Segment] = {}
 _TIME_FIELDS = ("answered", "progress", "progress_media", "hangup", "transfer", "resurrect",
                 "bridged")
 
@@ -51,7 +52,19 @@ class Channel:
         self.cid_name = variables.get("origination_caller_id_name") or ""
         self.flipped = False
         self.codec: tuple[str, str, str] | None = None
+        self.write_codec = False  # the write codec is set too (the CODEC event that sets it)
+        self.is_sip = not self.is_null  # every other endpoint is answered as a SIP far end
+        self.sip: dict[str, str] = {}  # per-call SIP values (sipcall.call_fields)
+        self.network_addr: str | None = None  # the far end's address, once it has answered
+        self.logical_direction = "outbound"
+        self.profile_index = 1
+        self.profile_created_us = self.created_us
+        self.transfer_source: str | None = None  # set by uuid_bridge (a transfer)
+        self.cid_override: tuple[str, str] | None = None  # caller id given by uuid_bridge
+        self.callee_override: tuple[str, str] | None = None
+        self.other_pairs: list[tuple[str, str]] = []  # Other-Leg-*: the partner's profile
         self.vars: dict[str, str] = {}
+        self._var_lines: dict[str, str] = {}  # name -> its encoded "variable_…" header line
         # life cycle flags
         self.exists = False  # CHANNEL_CREATE sent (renamed for null legs)
         self.answered = False
@@ -66,7 +79,11 @@ class Channel:
         self.app = ""
         self.app_data = ""
         self.app_response = "_none_"
+        self.last_app = ""
+        self.last_arg = ""
+        self.destroy_vars: dict[str, str] = {}  # set by the partner's thread just before DESTROY
         self.playback: str | None = None
+        self.playback_started_at = 0.0  # time.monotonic() of the playback's start
         self.pending_apps: list[tuple[str, str]] = []
         self.timers: list[Greenlet[Any, Any]] = []
         self._id_seg: Segment | None = None
@@ -78,12 +95,23 @@ class Channel:
     # ---- mutation helpers (invalidate the cached segments) ----------------------------
 
     def set_var(self, name: str, value: str) -> None:
-        self.vars[name] = value
-        self._vars_seg = None
+        self.update_vars({name: value})
 
     def update_vars(self, values: dict[str, str]) -> None:
         self.vars.update(values)
+        lines = self._var_lines
+        table = ASCII_ENCODING
+        for name, value in values.items():
+            # encode_value(), inlined: this runs for every variable of every leg
+            encoded = value.translate(table) if value.isascii() else encode_value(value)
+            lines[name] = f"variable_{name}: {encoded}\n"
         self._vars_seg = None
+
+    def del_vars(self, *names: str) -> None:
+        for name in names:
+            if self.vars.pop(name, None) is not None:
+                del self._var_lines[name]
+                self._vars_seg = None
 
     def rename(self, uuid: str) -> None:
         self.uuid = uuid
@@ -95,8 +123,9 @@ class Channel:
         self._caller_seg = None
         return ts
 
-    def set_codec(self, name: str, rate: str, bit_rate: str) -> None:
+    def set_codec(self, name: str, rate: str, bit_rate: str, write: bool = True) -> None:
         self.codec = (name, rate, bit_rate)
+        self.write_codec = write
         self._codec_seg = None
 
     def flip_cid(self) -> None:
@@ -104,10 +133,33 @@ class Channel:
         self.hit_dialplan = True
         self._id_seg = self._caller_seg = None
 
-    def link(self, other: Channel | None, other_type: str) -> None:
+    def link(self, other: Channel | None, other_type: str,
+             other_pairs: list[tuple[str, str]] | None = None) -> None:
+        """Partner of a bridge; ``other_pairs`` its profile as Other-Leg-* headers."""
         self.other = other
         self.other_type = other_type
+        self.other_pairs = other_pairs if other_pairs is not None else (
+            other.caller_pairs("Other-Leg", own=False) if other is not None else [])
         self._other_seg = None
+
+    def transfer(self, source: str, created_us: int) -> None:
+        """uuid_bridge gives the leg a new caller profile (index 2) with a transfer source."""
+        self.transfer_source = source
+        self.profile_index = 2
+        self.profile_created_us = created_us
+        self._caller_seg = None
+
+    def set_ids(self, cid: tuple[str, str] | None = None,
+                callee: tuple[str, str] | None = None) -> None:
+        if cid is not None:
+            self.cid_override = cid
+        if callee is not None:
+            self.callee_override = callee
+        self._caller_seg = None
+
+    def set_network_addr(self, addr: str) -> None:
+        self.network_addr = addr
+        self._caller_seg = None
 
     def get_var(self, name: str) -> str | None:
         if name in self.vars:
@@ -143,34 +195,46 @@ class Channel:
         return self._id_seg
 
     def answer_segment(self) -> Segment:
-        pairs = [("Answer-State", self.answer_state)]
-        if self.hangup_cause:
-            pairs.append(("Hangup-Cause", self.hangup_cause))
-        return make_segment(pairs)
+        key = (self.answer_state, self.hangup_cause)
+        seg = _ANSWER_SEGMENTS.get(key)
+        if seg is None:
+            pairs = [("Answer-State", self.answer_state)]
+            if self.hangup_cause:
+                pairs.append(("Hangup-Cause", self.hangup_cause))
+            seg = _ANSWER_SEGMENTS[key] = make_segment(pairs)
+        return seg
 
     def codec_segment(self) -> Segment | None:
         if self.codec is None:
             return None
         if self._codec_seg is None:
             name, rate, bits = self.codec
-            self._codec_seg = make_segment([
-                ("Channel-Read-Codec-Name", name),
-                ("Channel-Read-Codec-Rate", rate),
-                ("Channel-Read-Codec-Bit-Rate", bits),
-                ("Channel-Write-Codec-Name", name),
-                ("Channel-Write-Codec-Rate", rate),
-                ("Channel-Write-Codec-Bit-Rate", bits),
-            ])
+            pairs = [("Channel-Read-Codec-Name", name), ("Channel-Read-Codec-Rate", rate),
+                     ("Channel-Read-Codec-Bit-Rate", bits)]
+            if self.write_codec:
+                pairs += [("Channel-Write-Codec-Name", name), ("Channel-Write-Codec-Rate", rate),
+                          ("Channel-Write-Codec-Bit-Rate", bits)]
+            self._codec_seg = make_segment(pairs)
         return self._codec_seg
 
-    def caller_pairs(self, prefix: str) -> list[tuple[str, str]]:
+    def ids(self) -> tuple[str, str, str, str]:
+        """(caller id name, number, callee id name, number) of the caller profile."""
         if self.flipped:
-            cid_name, cid_num = "Outbound Call", self.destination
-            callee_name, callee_num = self.cid_name, self.cid_number
+            ids = ("Outbound Call", self.destination, self.cid_name, self.cid_number)
         else:
-            cid_name, cid_num = self.cid_name, self.cid_number
-            callee_name, callee_num = "Outbound Call", self.destination
-        pairs = [(f"{prefix}-Direction", "outbound"), (f"{prefix}-Logical-Direction", "outbound")]
+            ids = (self.cid_name, self.cid_number, "Outbound Call", self.destination)
+        if self.cid_override is not None:
+            ids = (*self.cid_override, ids[2], ids[3])
+        if self.callee_override is not None:
+            ids = (ids[0], ids[1], *self.callee_override)
+        return ids
+
+    def caller_pairs(self, prefix: str, own: bool = True) -> list[tuple[str, str]]:
+        """The caller profile as ``<prefix>-*`` headers (Caller-* or, ``own`` False, the
+        Other-Leg-* block, which has no Transfer-Source nor Profile-Index)."""
+        cid_name, cid_num, callee_name, callee_num = self.ids()
+        pairs = [(f"{prefix}-Direction", "outbound"),
+                 (f"{prefix}-Logical-Direction", self.logical_direction)]
         if cid_name:
             pairs.append((f"{prefix}-Caller-ID-Name", cid_name))
         pairs += [
@@ -179,17 +243,23 @@ class Channel:
         ]
         if callee_name:
             pairs.append((f"{prefix}-Callee-ID-Name", callee_name))
+        pairs.append((f"{prefix}-Callee-ID-Number", callee_num))
+        if self.network_addr:
+            pairs.append((f"{prefix}-Network-Addr", self.network_addr))
         pairs += [
-            (f"{prefix}-Callee-ID-Number", callee_num),
             (f"{prefix}-ANI", self.cid_number),
             (f"{prefix}-Destination-Number", self.destination),
             (f"{prefix}-Unique-ID", self.uuid),
             (f"{prefix}-Source",
              "mod_loopback" if self.is_null else "src/switch_ivr_originate.c"),
-            (f"{prefix}-Context", "default"),
-            (f"{prefix}-Channel-Name", self.name),
-            (f"{prefix}-Profile-Index", "1"),
-            (f"{prefix}-Profile-Created-Time", str(self.created_us)),
+        ]
+        if own and self.transfer_source:
+            pairs.append((f"{prefix}-Transfer-Source", self.transfer_source))
+        pairs += [(f"{prefix}-Context", "default"), (f"{prefix}-Channel-Name", self.name)]
+        if own:
+            pairs.append((f"{prefix}-Profile-Index", str(self.profile_index)))
+        pairs += [
+            (f"{prefix}-Profile-Created-Time", str(self.profile_created_us)),
             (f"{prefix}-Channel-Created-Time", str(self.created_us)),
             (f"{prefix}-Channel-Answered-Time", str(self.times["answered"])),
             (f"{prefix}-Channel-Progress-Time", str(self.times["progress"])),
@@ -215,13 +285,13 @@ class Channel:
         if self.other is None:
             return None
         if self._other_seg is None:
-            pairs = [("Other-Type", self.other_type)] + self.other.caller_pairs("Other-Leg")
-            self._other_seg = make_segment(pairs)
+            self._other_seg = make_segment([("Other-Type", self.other_type)] + self.other_pairs)
         return self._other_seg
 
     def vars_segment(self) -> Segment:
+        """Every channel variable; each one's header line is encoded once, when it is set."""
         if self._vars_seg is None:
-            self._vars_seg = make_segment([(f"variable_{k}", v) for k, v in self.vars.items()])
+            self._vars_seg = ("".join(self._var_lines.values()), VarPairs(dict(self.vars)))
         return self._vars_seg
 
     def segments(self, with_vars: bool, before: list[tuple[str, str]] | None = None,

@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--talk", type=float, default=5.0,
                         help="seconds after the bridge before the far end hangs up (<0: never)")
     parser.add_argument("--heartbeat", type=float, default=20.0, help="HEARTBEAT interval (s)")
+    parser.add_argument("--sessions-per-second", type=_at_least_one, default=30, metavar="N",
+                        help="switch.conf.xml sessions-per-second: every leg counts, and a "
+                             "burst over it fails with DESTINATION_OUT_OF_ORDER (default 30)")
+    parser.add_argument("--max-sessions", type=_at_least_one, default=1000, metavar="N",
+                        help="switch.conf.xml max-sessions: legs that may exist at once "
+                             "(default 1000)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--command-log", metavar="PATH",
                         help="append every received command to PATH as one JSON line "
@@ -47,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON object: destination number -> behaviour of that far end, "
                              'e.g. {"1000777": {"outcome": "answer", "answer_delay_s": 8}}')
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def load_numbers(path: str) -> dict[str, Behaviour]:
@@ -134,7 +150,9 @@ def main(argv: list[str]) -> int:
         return 2
     config = SimConfig(answer_delay_s=args.answer_delay,
                        talk_s=None if args.talk < 0 else args.talk,
-                       heartbeat_s=args.heartbeat, numbers=numbers)
+                       heartbeat_s=args.heartbeat, numbers=numbers,
+                       sessions_per_second=args.sessions_per_second,
+                       max_sessions=args.max_sessions)
     sim = Simulator(config, host=args.host, port=args.port, password=password)
     if command_log is not None:
         attach_command_log(sim, command_log)

@@ -85,7 +85,7 @@ def _uuid_setvar(sim: Simulator, arg: str) -> ApiResult:
     if len(parts) == 3:
         ch.set_var(parts[1], parts[2])
     else:
-        ch.vars.pop(parts[1], None)
+        ch.del_vars(parts[1])
         ch.set_var("uuid", ch.uuid)
     return "+OK\n"
 
@@ -165,16 +165,10 @@ def _sched_hangup(sim: Simulator, arg: str) -> ApiResult:
 
 
 def _status(sim: Simulator, arg: str) -> ApiResult:
-    up = sim.uptime_text()
-    count = len(sim.model.channels)
-    cfg = sim.config
     return (
-        f"UP {up}\n{VERSION} is ready\n"
-        f"{sim.model.sessions_since_start} session(s) since startup\n"
-        f"{count} session(s) - peak {sim.model.peak}, last 5min {sim.model.peak} \n"
-        f"0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n"
-        f"{cfg.max_sessions} session(s) max\nmin idle cpu 0.00/99.00\n"
-        "Current Stack Size/Max 240K/8192K\n"
+        f"UP {sim.uptime_text()}\n{VERSION} is ready\n"
+        f"{sim.limits.status_lines(len(sim.model.channels))}"
+        "min idle cpu 0.00/99.00\nCurrent Stack Size/Max 240K/8192K\n"
     )
 
 
@@ -204,6 +198,7 @@ def _hostname(sim: Simulator, arg: str) -> ApiResult:
 
 
 def heartbeat_pairs(sim: Simulator) -> list[tuple[str, str]]:
+    limits = sim.limits
     uptime_ms = int((time.time() - sim.started_at) * 1000)
     return [
         ("Event-Info", "System Ready"),
@@ -211,10 +206,10 @@ def heartbeat_pairs(sim: Simulator) -> list[tuple[str, str]]:
         ("FreeSWITCH-Version", "1.11.3-dev"),
         ("Uptime-msec", str(uptime_ms)),
         ("Session-Count", str(len(sim.model.channels))),
-        ("Max-Sessions", str(sim.config.max_sessions)),
-        ("Session-Per-Sec", "30"),
-        ("Session-Since-Startup", str(sim.model.sessions_since_start)),
-        ("Session-Peak-Max", str(sim.model.peak)),
+        ("Max-Sessions", str(limits.max_sessions)),
+        ("Session-Per-Sec", str(limits.sps_total)),
+        ("Session-Since-Startup", str(limits.since_startup)),
+        ("Session-Peak-Max", str(limits.sessions_peak)),
         ("Idle-CPU", "99.000000"),
     ]
 

@@ -142,6 +142,10 @@ class SimConfig:
     """Events queued for a client that does not read before its listener is killed."""
     hostname: str = "fsctl-sim"
     max_sessions: int = 1000
+    """switch.conf.xml ``max-sessions``: channels that may exist at once (each leg counts)."""
+    sessions_per_second: int = 30
+    """switch.conf.xml ``sessions-per-second``: the rate counter, refilled every second
+    (at most one less than this many channels are created per second, see limits.py)."""
     users: dict[str, SimUser] = field(default_factory=dict)
 
     def default_behaviour(self) -> Behaviour:

@@ -12,19 +12,22 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from . import corevars, sofia_vars
 from .apps import AppsMixin
 from .channel import CALLSTATE_NUMBERS, Channel
 from .config import CAUSE_CODES, SIP_CAUSES, SIP_PHRASES, Behaviour, normalize_cause
 from .dialstring import ORIGINATE_USAGE, UsageError, parse_originate
 from .events import OutEvent, now_us
+from .limits import CANNOT_CREATE, REFUSED_CAUSE, SOFIA_ERROR
+from .sipcall import call_fields, render
 
 if TYPE_CHECKING:
     from .server import Simulator
 
 log = logging.getLogger(__name__)
 
-_SIP_CODEC = ("PCMU", "8000", "64000")
-_NULL_CODEC = ("L16", "8000", "128000")
+_CODEC_READ_AFTER = "channel-read-codec-{}"
+"""CODEC (read) repeats the codec in lower-case headers after the profile."""
 
 
 class Job:
@@ -49,8 +52,6 @@ class CallModel(AppsMixin):
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.channels: dict[str, Channel] = {}
-        self.sessions_since_start = 0
-        self.peak = 0
 
     # ---- event helpers -------------------------------------------------------------------
 
@@ -125,6 +126,11 @@ class CallModel(AppsMixin):
 
     # ---- originate -----------------------------------------------------------------------
 
+    def _not_created(self, job: Job, endpoint: str, cause: str) -> None:
+        """No channel was created: the originate fails with ``cause`` and nothing else."""
+        log.info(CANNOT_CREATE, endpoint, cause)
+        self.finish_job(job, f"-ERR {cause}\n")
+
     def originate(self, job: Job) -> None:
         try:
             req = parse_originate(job.arg)
@@ -138,11 +144,16 @@ class CallModel(AppsMixin):
         if req.cid_num:
             variables.setdefault("origination_caller_id_number", req.cid_num)
         ouuid = variables.get("origination_uuid") or None
-        if (ouuid and ouuid in self.channels) or len(self.channels) >= self.sim.config.max_sessions:
-            self.finish_job(job, "-ERR DESTINATION_OUT_OF_ORDER\n")
+        if req.endpoint == "error":  # mod_dptools' error/ endpoint creates no channel
+            self._not_created(job, req.endpoint, normalize_cause(req.destination, "UNSPECIFIED"))
             return
-        if req.endpoint == "error":
-            self.finish_job(job, f"-ERR {normalize_cause(req.destination, 'UNSPECIFIED')}\n")
+        if not self.sim.limits.request(len(self.channels)):
+            if req.endpoint == "sofia":
+                log.critical(SOFIA_ERROR)
+            self._not_created(job, req.endpoint, REFUSED_CAUSE)
+            return
+        if ouuid and ouuid in self.channels:
+            self.finish_job(job, f"-ERR {REFUSED_CAUSE}\n")
             return
         timeout = req.timeout
         if timeout is None:
@@ -160,14 +171,12 @@ class CallModel(AppsMixin):
         temp = str(uuidlib.uuid4())
         ch = Channel(temp, req.dial, req.destination, req.endpoint, variables, behaviour, job)
         ch.app, ch.app_data = (req.app, req.app_arg) if req.extension is None else ("park", "")
-        self.sessions_since_start += 1
+        self.sim.limits.created(len(self.channels) + 1)
+        session_id = self.sim.limits.since_startup
         if ch.is_null:
-            ch.set_codec(*_NULL_CODEC)
-            ch.update_vars({"uuid": temp, "call_uuid": temp})
-            self.emit(ch, "CODEC", False, with_caller=False,
-                      after=[("channel-read-codec-name", "L16"), ("channel-read-codec-rate", "8000"),
-                             ("channel-read-codec-bit-rate", "128000")])
-            self.emit(ch, "CODEC", False, with_caller=False, calling="CODEC_WRITE")
+            ch.set_codec(*corevars.NULL_CODEC, write=False)
+            self._codec_events(ch, *corevars.NULL_CODEC)
+            ch.update_vars(corevars.null_identity(ch, session_id))
             hangup_cause = variables.get("null_hangup_cause")
             if hangup_cause:
                 self.emit(ch, "CHANNEL_DESTROY", True)
@@ -179,16 +188,18 @@ class CallModel(AppsMixin):
                 ch.rename(ouuid)
                 ch.update_vars({"uuid": ouuid, "call_uuid": ouuid})
                 self.emit(ch, "CHANNEL_UUID", True, before=[("Old-Unique-ID", temp)])
-        elif ouuid:
-            ch.rename(ouuid)
-        ch.vars.clear()
-        ch.update_vars({"direction": "outbound", "is_outbound": "true", "uuid": ch.uuid,
-                        "call_uuid": ch.uuid, "session_id": str(self.sessions_since_start),
-                        "channel_name": ch.name})
-        ch.update_vars(variables)
-        ch.update_vars({"originate_early_media": "false", "originate_endpoint": ch.endpoint})
+            ch.update_vars(variables)
+            ch.update_vars(corevars.originate_result(ch))
+        else:
+            if ouuid:
+                ch.rename(ouuid)
+            ch.sip = call_fields(req.dial, req.destination, ch.cid_number)
+            ch.update_vars(corevars.sip_identity(ch, session_id))
+            ch.update_vars(render(sofia_vars.CREATE_BEFORE_REQUEST, ch.sip))
+            ch.update_vars(variables)
+            ch.update_vars(corevars.originate_result(ch))
+            ch.update_vars(render(sofia_vars.CREATE_AFTER_REQUEST, ch.sip))
         self.channels[ch.uuid] = ch
-        self.peak = max(self.peak, len(self.channels))
         ch.exists = True
         self.emit(ch, "CHANNEL_OUTGOING", False)
         self._state(ch, "CS_INIT")
@@ -215,7 +226,22 @@ class CallModel(AppsMixin):
             else:
                 self._refuse(ch)
 
+    def _codec_events(self, ch: Channel, name: str, rate: str, bits: str) -> None:
+        """CODEC (read codec set), then CODEC (write codec set); SIP legs add their profile."""
+        sip = ch.is_sip
+        self.emit(ch, "CODEC", False, with_caller=sip, calling="CODEC_SIP" if sip else None,
+                  after=[(_CODEC_READ_AFTER.format("name"), name),
+                         (_CODEC_READ_AFTER.format("rate"), rate),
+                         (_CODEC_READ_AFTER.format("bit-rate"), bits)])
+        ch.set_codec(name, rate, bits)
+        self.emit(ch, "CODEC", False, with_caller=sip, calling="CODEC_WRITE",
+                  after=[("Channel-Write-Codec-Name", name), ("Channel-Write-Codec-Rate", rate),
+                         ("Channel-Write-codec-bit-rate", bits)])
+
     def _ring(self, ch: Channel) -> None:
+        """The far end's 180 Ringing."""
+        ch.set_network_addr(ch.sip["far_host"])
+        ch.update_vars(render(sofia_vars.RING, ch.sip))
         ch.mark_time("progress")
         self.emit(ch, "CHANNEL_PROGRESS", True)
         self._callstate(ch, "RINGING")
@@ -223,12 +249,16 @@ class CallModel(AppsMixin):
     def _no_answer(self, ch: Channel) -> None:
         if ch.answered:
             return
-        sip = None if ch.is_null else {"sip_hangup_disposition": "send_cancel"}
-        self.hangup(ch, "NO_ANSWER", sip_vars=sip, job_early=True)
+        self.hangup(ch, "NO_ANSWER", job_early=True)
 
     def _refuse(self, ch: Channel) -> None:
+        """The far end's final refusal (486, 603 …)."""
         status = ch.behaviour.failure_status()
         cause = SIP_CAUSES.get(status, "NORMAL_TEMPORARY_FAILURE")
+        if ch.network_addr is None:
+            ch.set_network_addr(ch.sip["far_host"])
+        ch.update_vars({k: v for k, v in render(sofia_vars.REFUSE, ch.sip).items()
+                        if k not in ch.vars})
         self.hangup(ch, cause, sip_vars={
             "sip_hangup_disposition": "recv_refuse",
             "sip_invite_failure_status": str(status),
@@ -241,10 +271,12 @@ class CallModel(AppsMixin):
     def _answer(self, ch: Channel) -> None:
         if ch.answered or ch.hung:
             return
-        if not ch.is_null:
-            ch.set_codec(*_SIP_CODEC)
-            self.emit(ch, "CODEC", False, with_caller=False)
-            self.emit(ch, "CODEC", False, with_caller=False, calling="CODEC_WRITE")
+        if ch.is_sip:  # the 200 OK and its SDP
+            ch.set_codec(*corevars.SIP_CODEC)
+            self._codec_events(ch, *corevars.SIP_CODEC)
+            values = render(sofia_vars.ANSWER, ch.sip)
+            values.update(corevars.codec_vars(corevars.SIP_CODEC))
+            ch.update_vars(values)
         ch.answered = True
         ch.answer_state = "answered"
         ch.mark_time("answered")
@@ -265,13 +297,18 @@ class CallModel(AppsMixin):
             return
         ch.finishing = False
         ch.flip_cid()
-        ch.update_vars({"endpoint_disposition": "ANSWER"})
+        ch.update_vars(corevars.flipped(ch))
         self.emit(ch, "CALL_UPDATE", True, before=[("Direction", "RECV")])
         self.finish_job(ch.job, f"+OK {ch.uuid}\n")
         for app, data in ch.pending_apps:  # uuid_broadcast that arrived inside the originate
+            if app == "playback":
+                ch.update_vars(corevars.playback_started(data))
             self._exec(ch, app, data)
+            ch.set_var("current_application_response", "PLAYBACK ERROR")
             self._exec_complete(ch, app, data, "PLAYBACK ERROR")
             self._private_command(ch, app, data)
+        if ch.pending_apps:
+            ch.del_vars(*corevars.FAILED_PLAYBACK_VARS)
         ch.pending_apps.clear()
         self._state(ch, "CS_EXECUTE")
         ch.app_response = "_none_"
@@ -279,11 +316,12 @@ class CallModel(AppsMixin):
         self._exec(ch, ch.app, ch.app_data)
         ch.parked = True
         if ch.app == "park":
+            spec = ch.vars.get("park_timeout")
+            ch.del_vars("park_timeout")  # park consumes it
             self.emit(ch, "CHANNEL_PARK", True)
-            self._arm_park_timeout(ch)
+            self._arm_park_timeout(ch, spec)
 
-    def _arm_park_timeout(self, ch: Channel) -> None:
-        spec = ch.vars.get("park_timeout")
+    def _arm_park_timeout(self, ch: Channel, spec: str | None) -> None:
         if not spec:
             return
         seconds, _, cause = spec.partition(":")
@@ -307,6 +345,7 @@ class CallModel(AppsMixin):
             self.stop_playback(ch)
         if ch.parked:
             if ch.app == "park":
+                ch.del_vars(*corevars.PLAYBACK_LOOP_VARS)
                 self.emit(ch, "CHANNEL_UNPARK", True)
             self._exec_complete(ch, ch.app, ch.app_data, ch.app_response)
             ch.parked = False
@@ -323,14 +362,12 @@ class CallModel(AppsMixin):
         return race
 
     def bridge(self, a: Channel, b: Channel) -> None:
+        corevars.bridge(a, b, now_us())  # new profiles first: A's UNPARK already shows them
         self._leave_app(a)
         b_race = self._leave_app(b)
-        a.link(b, "originatee")
-        b.link(a, "originator")
-        a.update_vars({"bridge_channel": b.name, "bridge_uuid": b.uuid, "signal_bond": b.uuid})
-        b.update_vars({"bridge_channel": a.name, "bridge_uuid": a.uuid, "signal_bond": a.uuid})
         self._state(a, "CS_SOFT_EXECUTE")
         self._state(b, "CS_SOFT_EXECUTE")
+        a.del_vars("uuid_bridge")
         self._exec(a, "uuid_bridge", b.uuid)
         self._exec(b, "uuid_bridge", a.uuid)
         a.bridged = b.bridged = True
@@ -340,12 +377,17 @@ class CallModel(AppsMixin):
         b.mark_time("bridged")
         self.emit(a, "CHANNEL_BRIDGE", True,
                   before=[("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)])
-        if b_race and not b.is_null:
+        a.update_vars(corevars.bridged(a, b))
+        b.update_vars(corevars.bridged(b, a))
+        if b_race and b.is_sip:
             self._state(b, "CS_CONSUME_MEDIA")
         self._state(b, "CS_EXCHANGE_MEDIA")
-        for leg in (a, b):
-            if not leg.is_null:
-                self.emit(leg, "CALL_UPDATE", True, before=[("Direction", "SEND")])
+        for leg, other in ((a, b), (b, a)):
+            if leg.is_sip:
+                name, number = corevars.sent_callee(leg)
+                self.emit(leg, "CALL_UPDATE", True, before=[
+                    ("Direction", "SEND"), ("Sent-Callee-ID-Name", name),
+                    ("Sent-Callee-ID-Number", number), ("Bridged-To", other.uuid)])
                 if leg.behaviour.talk_s is not None:
                     self.later(leg, leg.behaviour.talk_s, self.far_end_bye)
 
@@ -353,11 +395,13 @@ class CallModel(AppsMixin):
 
     def far_end_bye(self, ch: Channel) -> None:
         self.hangup(ch, "NORMAL_CLEARING", sip_vars={
-            "sip_term_status": "200", "sip_term_cause": "16",
-            "sip_hangup_disposition": "recv_bye"})
+            "sip_term_status": "200", "proto_specific_hangup_cause": "sip:200",
+            "sip_term_cause": "16"}, disposition="recv_bye")
 
     def hangup(self, ch: Channel, cause: str, sip_vars: dict[str, str] | None = None,
-               job_early: bool = False) -> None:
+               job_early: bool = False, disposition: str | None = None) -> None:
+        """Hang ``ch`` up with ``cause``; ``sip_vars`` are set before CHANNEL_HANGUP, the
+        SIP ``disposition`` (default send_bye / send_cancel) when it is reported."""
         if ch.hung or ch.gone:
             return
         ch.hung = True
@@ -367,12 +411,15 @@ class CallModel(AppsMixin):
         ch.mark_time("hangup")
         if sip_vars:
             ch.update_vars(sip_vars)
-        elif not ch.is_null:
-            ch.set_var("sip_hangup_disposition", "send_bye" if ch.answered else "send_cancel")
+        bridged = ch.bridged
+        partner = ch.other if bridged else None
+        if bridged:
+            ch.set_var("last_bridge_role", "originator" if ch.bridge_a else "originatee")
         self.emit(ch, "CHANNEL_HANGUP", True)
-        partner = ch.other if ch.bridged else None
-        if ch.bridged and ch.bridge_a:
-            self._unbridge(ch)
+        if bridged:
+            ch.del_vars("bridge_to")
+            if ch.bridge_a:
+                self._unbridge(ch, cause)
         ch.bridged = False
         if job_early:
             self.finish_job(ch.job, f"-ERR {cause}\n")
@@ -380,29 +427,34 @@ class CallModel(AppsMixin):
         self._state(ch, "CS_HANGUP")
         self._callstate(ch, "HANGUP")
         self._state(ch, "CS_REPORTING")
-        ch.update_vars({"hangup_cause": cause,
-                        "hangup_cause_q850": str(CAUSE_CODES.get(cause, 16))})
+        ch.update_vars(corevars.hangup_complete(ch, cause, disposition))
         self.emit(ch, "CHANNEL_HANGUP_COMPLETE", True, before=[("Hangup-Cause", cause)])
         self.finish_job(ch.job, f"-ERR {cause}\n")
+        if ch.destroy_vars:
+            ch.update_vars(ch.destroy_vars)
         self.emit(ch, "CHANNEL_DESTROY", True)
         self._state(ch, "CS_DESTROY")
         ch.gone = True
         if self.channels.get(ch.uuid) is ch:
             del self.channels[ch.uuid]
         if partner is not None and not partner.hung:
-            partner.set_var("last_bridge_hangup_cause", cause)
+            partner.update_vars(corevars.survivor(ch, cause))
+            partner.del_vars("bridge_to")
             if partner.bridge_a:
-                self._unbridge(partner)
+                self._unbridge(partner, cause)
                 self._state(partner, "CS_EXECUTE")
+            else:
+                partner.destroy_vars["bridge_hangup_cause"] = cause
             partner.bridged = False
             self.hangup(partner, "NORMAL_CLEARING")
 
-    def _unbridge(self, ch: Channel) -> None:
+    def _unbridge(self, ch: Channel, cause: str) -> None:
         other = ch.other
         before = [("Bridge-A-Unique-ID", ch.uuid)]
         if other is not None:
             before.append(("Bridge-B-Unique-ID", other.uuid))
             ch.set_var("last_bridge_to", other.uuid)
+        ch.set_var("bridge_hangup_cause", cause)
         self.emit(ch, "CHANNEL_UNBRIDGE", True, before=before)
 
     def drop_all(self) -> None:

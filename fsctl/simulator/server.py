@@ -17,6 +17,7 @@ from .commands import API_COMMANDS, Deferred, heartbeat_pairs
 from .config import SimConfig
 from .connection import DISCONNECT_NOTICE, Connection
 from .events import EventFactory, OutEvent
+from .limits import SessionLimits
 from .model import CallModel
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+RATE_TICK_LATE_S = 0.001
+"""The rate timer wakes this long after a window's end, so that the window has ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +46,9 @@ class Simulator:
     """A FreeSWITCH stand-in. ``start()`` returns once listening; ``port`` is the bound port.
 
     Test hooks: ``commands`` (every command received), ``channels`` (live legs by uuid),
+    ``limits`` (sessions-per-second / max-sessions counters, limits.py),
     ``drop_connections()``, ``blackhole`` (keep sockets, answer nothing, send nothing),
-    ``restart()`` (a crash: channels vanish silently, new Core-UUID).
+    ``restart()`` (a crash: channels vanish silently, new Core-UUID, counters reset).
     """
 
     def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0,
@@ -64,6 +68,7 @@ class Simulator:
         self.core_uuid = str(uuidlib.uuid4())
         self.factory = EventFactory(self.core_uuid, self.config.hostname)
         self.model = CallModel(self)
+        self.limits = self._new_limits()
         self.started_at = time.time()
         self._connections: dict[int, Connection] = {}
         self._listeners: list[Connection] = []
@@ -72,6 +77,7 @@ class Simulator:
         self._ids = itertools.count(1)
         self._server: StreamServer | None = None
         self._heartbeat: gevent.Greenlet | None = None
+        self._rate_timer: gevent.Greenlet | None = None
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -84,14 +90,16 @@ class Simulator:
         self._server.start()
         self.port = self._server.server_port
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
+        self._rate_timer = gevent.spawn(self._rate_loop)
         log.info("simulator listening on %s:%d (Core-UUID %s)", self.host, self.port,
                  self.core_uuid)
         return self
 
     def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.kill(block=False)
-            self._heartbeat = None
+        for timer in (self._heartbeat, self._rate_timer):
+            if timer is not None:
+                timer.kill(block=False)
+        self._heartbeat = self._rate_timer = None
         if self._server is not None:
             self._server.stop(timeout=0)
             self._server = None
@@ -118,8 +126,10 @@ class Simulator:
         self.core_uuid = str(uuidlib.uuid4())
         self.factory = EventFactory(self.core_uuid, self.config.hostname)
         self.started_at = time.time()
-        self.model.sessions_since_start = 0
-        self.model.peak = 0
+        self.limits = self._new_limits()
+
+    def _new_limits(self) -> SessionLimits:
+        return SessionLimits(self.config.sessions_per_second, self.config.max_sessions)
 
     def drop_connections(self) -> None:
         for conn in list(self._connections.values()):
@@ -183,6 +193,12 @@ class Simulator:
             seq = self.factory.next_seq()
             if self.wants("HEARTBEAT"):
                 self.publish(self.factory.simple("HEARTBEAT", heartbeat_pairs(self), seq=seq))
+
+    def _rate_loop(self) -> None:
+        """FreeSWITCH's timer thread: the session-rate window closes every second, on time."""
+        while True:
+            gevent.sleep(self.limits.seconds_to_next_window() + RATE_TICK_LATE_S)
+            self.limits.advance(len(self.model.channels))
 
     # ---- api -----------------------------------------------------------------------------
 
