@@ -60,7 +60,10 @@ def main() -> int:
     try:
         procs["simulator"] = subprocess.Popen(
             [sys.executable, "-m", "fsctl", "simulate", "--port", str(eport), "--answer-delay",
-             "0.2", "--talk", "0.5", "--log-level", "WARNING"], env=env)
+             "0.2", "--talk", "0.5", "--log-level", "WARNING",
+             # the benchmark's simulated node lifts FreeSWITCH's sessions-per-second (30 by
+             # default): it measures fsctl's cost, not the node's rate limit
+             "--sessions-per-second", "100000"], env=env)
         wait_port("127.0.0.1", eport, 10)
         procs["worker"] = subprocess.Popen([sys.executable, "-m", "fsctl", "worker"], env=env)
         procs["api"] = subprocess.Popen([sys.executable, "-m", "fsctl", "api"], env=env)

@@ -42,6 +42,7 @@ from stack import TEST_ROUTES, Stack
 
 from fsctl.events import SUBSCRIBED_EVENTS
 from fsctl.intake import JOB_NAMESPACE
+from fsctl.simulator import FREESWITCH_VARIABLES
 from fsctl.simulator.channel import Channel
 
 pytestmark = pytest.mark.integration
@@ -397,12 +398,7 @@ FSCTL_VARS = {"origination_uuid", "fsctl_callback_id", "fsctl_leg", "ignore_earl
 ROUTE_VARS = {name: dict(re.findall(r"([a-z_]+)=([^,}]+)", spec["template"].split("}")[0]))
               if spec["template"].startswith("{") else {} for name, spec in ROUTES.items()}
 ALLOWED_VARS = FSCTL_VARS | {v for vs in ROUTE_VARS.values() for v in vs}
-SIM_OWN_VARS = {"direction", "is_outbound", "uuid", "call_uuid", "session_id", "channel_name",
-                "originate_early_media", "originate_endpoint", "endpoint_disposition",
-                "current_application", "current_application_data",
-                "current_application_response", "bridge_channel", "bridge_uuid", "signal_bond",
-                "hangup_cause", "hangup_cause_q850", "last_bridge_hangup_cause", "last_bridge_to",
-                "proto_specific_hangup_cause"}
+SIM_OWN_VARS = FREESWITCH_VARIABLES
 """Variables the simulator itself sets on a channel, as FreeSWITCH does (plus ``sip_*``)."""
 
 

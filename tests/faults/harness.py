@@ -334,8 +334,11 @@ class SimProc(FsCliView, Proc):
     """``fsctl simulate`` on a fixed port; each start logs commands to a new file."""
 
     def __init__(self, name: str, workdir: Path, password: str, numbers_file: Path,
-                 answer_delay_s: float = 0.3, talk_s: float = 2.0) -> None:
+                 answer_delay_s: float = 0.3, talk_s: float = 2.0,
+                 sessions_per_second: int | None = None) -> None:
         self.port = free_port()
+        self.sessions_per_second = sessions_per_second
+        """None: FreeSWITCH's default (30), as the simulator's."""
         self.password = password
         self.workdir = workdir
         self.numbers_file = numbers_file
@@ -353,6 +356,8 @@ class SimProc(FsCliView, Proc):
                      "--password-env", "FSCTL_ESL_PASSWORD",
                      "--answer-delay", str(self.answer_delay_s), "--talk", str(self.talk_s),
                      "--command-log", str(cmdlog), "--numbers", str(self.numbers_file)]
+        if self.sessions_per_second is not None:
+            self.argv += ["--sessions-per-second", str(self.sessions_per_second)]
         super().start()
         try:
             wait_port(HOST, self.port, 15)
@@ -1037,9 +1042,9 @@ class Cluster:
         self.redis = RedisProc(self.data / "redis", self.dir / "redis.log").start()
         return self.redis
 
-    def add_sim(self, name: str | None = None) -> SimProc:
+    def add_sim(self, name: str | None = None, sessions_per_second: int | None = None) -> SimProc:
         sim = SimProc(name or f"sim{len(self.sims) + 1}", self.dir, self.password,
-                      self.numbers_file)
+                      self.numbers_file, sessions_per_second=sessions_per_second)
         self.sims.append(sim)
         self.procs.append(sim)
         return sim.start()
