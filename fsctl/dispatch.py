@@ -24,6 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import gevent
+import redis
 from gevent.event import Event as GEvent
 
 from .callback import Action, Expire, Redial, Start, apply
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 INTAKE_HORIZON_S = 0.25
 """New callbacks are claimed for the originate slots of this coming stretch of time only."""
+REDIS_RETRY_S = 0.5
+"""Pause before starting a callback again after Redis failed to answer."""
 IDLE_WAIT_S = 1.0
 """Longest the dispatcher sleeps with nothing to send (it is woken when work arrives)."""
 
@@ -155,7 +158,7 @@ class Dispatcher:
                 if self._legs:
                     self._send_next_leg()
                 else:
-                    self._start(self._starts.popleft())  # (not draining: checked above)
+                    self._start_next()  # (not draining: checked above)
             except Exception:
                 log.exception("worker %s: dispatch failed", w.name)  # the dispatcher must live
 
@@ -170,6 +173,16 @@ class Dispatcher:
         self.pacer.take(time.monotonic())
         self.sent += 1
         self.w.send_originate(cb, name)
+
+    def _start_next(self) -> None:
+        callback_id = self._starts.popleft()
+        try:
+            self._start(callback_id)
+        except redis.RedisError as exc:
+            # not started: it goes first again once Redis answers (it is still queued there)
+            log.warning("callback %s: not started yet, Redis unavailable: %s", callback_id, exc)
+            self._starts.appendleft(callback_id)
+            self.w.stopping.wait(REDIS_RETRY_S)
 
     def _start(self, callback_id: str) -> None:
         """Start a claimed callback: Start (or Expire) applied to its record atomically."""

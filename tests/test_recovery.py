@@ -223,6 +223,29 @@ def test_a_job_left_pending_by_a_redis_error_is_retried_by_its_own_worker(node_s
     s.wait_for(rec["id"], "bridged", timeout_s=10)
 
 
+@pytest.mark.freeswitch
+def test_a_start_interrupted_by_a_redis_error_is_tried_again(node_stack) -> None:
+    """The claim went through; Redis failed when the callback was to start (its compare-and-
+    set before the first originate): it is started as soon as Redis answers, once."""
+    s = node_stack
+    real = s.store.update_if
+    calls: list[str] = []
+
+    def update_if_failing_second(callback_id, change):
+        calls.append(callback_id)
+        if len(calls) == 2:
+            raise redis.ConnectionError("injected: Redis went away when the callback started")
+        return real(callback_id, change)
+
+    s.store.update_if = update_if_failing_second
+    s.watch_creates()
+    rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
+    rec = s.wait_for(rec["id"], "bridged", timeout_s=5)
+    assert len(calls) >= 3  # claim, the failed start, the start again
+    gevent.sleep(0.5)
+    assert s.dials(rec["id"]) == {"A": 1, "B": 1}
+
+
 def test_redis_outage_gives_503_and_the_worker_resumes(tmp_path) -> None:
     """Redis killed and restarted (same port, AOF): no 202 without a durable write, no loss."""
     from fsctl.embedded import free_port, start_redis
