@@ -21,6 +21,10 @@ class Client:
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        # then no read timeout: a connection may stay quiet for longer than any fixed one
+        # (sip_no_answer's command connection: 5.7 s between its originate and exit), and
+        # a timed-out recv is no close; every wait has its own deadline (wait_for)
+        self.sock.settimeout(None)
         self.frames: list[Frame] = []
         self.closed = False
         self._reader = FrameReader()
@@ -110,6 +114,19 @@ class Scenario:
 
 _ORIG = re.compile(r"origination_uuid=([0-9a-f-]{36}).*?fsctl_leg=(\w+).*\}(\S+) ")
 
+PERIODIC_EVENTS = frozenset({"HEARTBEAT", "RE_SCHEDULE"})
+"""FreeSWITCH's own periodic events: the core's HEARTBEAT every 20 s and the scheduler's
+RE_SCHEDULE of that task (Task-Desc heartbeat, Task-Group core). No call causes them, none
+carries a channel; a recording contains one only if it happened to fall inside it
+(sip_unavailable_480), so a replay never waits for them. Every call-related event is still
+waited for and compared."""
+
+
+def originated_leg(command: str) -> str | None:
+    """The leg label (fsctl_leg) an originate command dials, None for other commands."""
+    m = _ORIG.search(command)
+    return m.group(2) if m else None
+
 
 def load_scenario(name: str) -> Scenario:
     base = fixtures_dir()
@@ -120,7 +137,7 @@ def load_scenario(name: str) -> Scenario:
     commands = [json.loads(line) for line in (base / f"{name}.tx.jsonl").read_text().splitlines()
                 if line.strip()]
     sc = Scenario(name, frames, ends, commands)
-    for c in commands:
+    for c in commands:  # a leg dialled again (throttle) maps both its uuids and jobs
         m = _ORIG.search(c["cmd"])
         if m:
             sc.legs[m.group(1)] = m.group(2)

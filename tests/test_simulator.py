@@ -308,3 +308,46 @@ def test_every_variable_the_simulator_sets_is_one_freeswitch_sets(sim: Simulator
              if k.startswith("variable_")}
     assert names - requested - FREESWITCH_VARIABLES == set()
     assert len(names) > 150  # sofia legs: every variable a real one carries
+
+
+def test_early_media_and_a_cancelled_invite_on_a_profile_without_recordings_of_them() -> None:
+    """A 183 with SDP before the 200 (the derived templates of a gateway leg: no recording
+    has early media on that profile) and an INVITE cancelled while ringing (uuid_kill):
+    FreeSWITCH's events and variables as sip_early_media / sip_no_answer show them."""
+    config = SimConfig(heartbeat_s=3600, numbers={
+        "183": Behaviour("answer", 0.1, None, early_media=True), "ring": Behaviour("no_answer")})
+    simulator = Simulator(config, password=PW).start()
+    try:
+        client = connect(simulator.port, PW, "plain ALL")
+        early = originate(client, "A", "sofia/gateway/carrier/183")
+        ringing = originate(client, "B", "sofia/gateway/carrier/ring")
+        wait_event(client, "CHANNEL_PARK", early)
+        wait_event(client, "CHANNEL_PROGRESS", ringing)
+        assert client.api(f"uuid_kill {ringing}") == "+OK\n"
+        wait_event(client, "CHANNEL_DESTROY", ringing)
+        events = {e.name: e for e in client.events() if e.get("Unique-ID") == early}
+        assert [(e.name, e.get("Answer-State"), e.get("Channel-Call-State"))
+                for e in client.events() if e.get("Unique-ID") == early][6:13] == [
+            ("CHANNEL_PROGRESS_MEDIA", "early", "DOWN"), ("CHANNEL_CALLSTATE", "early", "EARLY"),
+            ("CODEC", "early", "EARLY"), ("CODEC", "early", "EARLY"),
+            ("CHANNEL_ANSWER", "answered", "EARLY"), ("CHANNEL_CALLSTATE", "answered", "ACTIVE"),
+            ("CALL_UPDATE", "answered", "ACTIVE")]
+        assert "CHANNEL_PROGRESS" not in events
+        media = events["CHANNEL_PROGRESS_MEDIA"]
+        assert media.get("variable_endpoint_disposition") == "EARLY MEDIA"
+        assert media.get("variable_switch_r_sdp") != events["CHANNEL_ANSWER"].get(
+            "variable_switch_r_sdp")  # the 200's SDP, one version up
+        assert events["CALL_UPDATE"].get("variable_endpoint_disposition") == "ANSWER"
+        assert events["CHANNEL_ANSWER"].get("variable_rtp_2833_send_payload") == "101"
+        done = next(e for e in client.events() if e.name == "CHANNEL_HANGUP_COMPLETE"
+                    and e.get("Unique-ID") == ringing)
+        assert (done.get("variable_sip_hangup_disposition"),
+                done.get("variable_sip_invite_failure_status"),
+                done.get("variable_sip_invite_failure_phrase"),
+                done.get("variable_sip_term_status")) == ("send_cancel", "487", "CANCEL", None)
+        requested = {"origination_uuid", "fsctl_callback_id", "fsctl_leg"}
+        names = {k[len("variable_"):] for e in client.events() for k in e.headers
+                 if k.startswith("variable_")}
+        assert names - requested - FREESWITCH_VARIABLES == set()
+    finally:
+        simulator.stop()

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections import Counter
 from collections.abc import Iterable
 
 import gevent
 import make_sim_templates
 import pytest
+import sipp
 from sim_replay import (
+    PERIODIC_EVENTS,
     Client,
     LegMapper,
     Scenario,
     fixtures_dir,
     key_of,
     load_scenario,
+    originated_leg,
     per_leg,
 )
 
@@ -37,8 +41,26 @@ SIP_PEERS = {
 SCENARIOS = [
     "seq_a_first_ok", "seq_a_first_ok_wait_job", "a_busy", "a_no_answer", "b_fails_after_a",
     "simultaneous_ok", "a_hangs_up_while_b_rings", "park_timeout", "show_channels",
-    "sip_both_legs",
+    "sip_both_legs", "sip_busy", "sip_no_answer", "sip_far_end_bye", "sip_early_media",
+    "sip_unavailable_480", "sip_not_found_404", "sip_service_unavailable_503", "throttle",
 ]
+SESSIONS_PER_SECOND = {"throttle": 2}
+"""The recordings made on a FreeSWITCH with a lower sessions-per-second than its default."""
+
+
+def switchboard_peer(number: str) -> Behaviour:
+    """The far end the sipp switchboard (tests/sip/) is for ``number``, as a simulator
+    Behaviour (sipp's talk time counts from its own answer)."""
+    plan = sipp.behaviour_for(number)
+    if plan.final == 200:
+        return Behaviour("answer", answer_delay_s=plan.ring_s, talk_s=None,
+                         bye_after_answer_s=plan.talk_s, early_media=plan.provisional == 183)
+    if plan.final is None:
+        return Behaviour("no_answer")
+    if plan.final == 486:
+        return Behaviour("busy", answer_delay_s=plan.ring_s)
+    return Behaviour("fail", answer_delay_s=plan.ring_s, sip_status=plan.final)
+
 
 SIP_LIKE_DIALS = {
     "gateway_and_user": ("sip_both_legs", {
@@ -62,12 +84,16 @@ def config_for(sc: Scenario, dials: dict[str, str] | None = None) -> SimConfig:
     for dial in sc.dials.values():
         if dial.startswith("sofia/"):
             dialled = (dials or {}).get(dial, dial)
-            numbers[dialled.rsplit("/", 1)[1]] = SIP_PEERS[dial.rsplit(":", 1)[1]]
+            port = dial.rsplit(":", 1)[1]
+            number = dial.rsplit("/", 1)[1].split("@", 1)[0]
+            peer = SIP_PEERS.get(port) or switchboard_peer(number)
+            numbers[dialled.rsplit("/", 1)[1]] = peer
     # a 100 ms window between CHANNEL_ANSWER and the originate's return keeps the recorded
     # races (bridge / broadcast sent on CHANNEL_ANSWER) reproducible
     # (b_fails_after_a: A's originate had returned before B failed; keep it that way)
     finish = 0.0 if sc.name == "b_fails_after_a" else 0.1
-    return SimConfig(numbers=numbers, originate_finish_delay_s=finish, heartbeat_s=3600)
+    return SimConfig(numbers=numbers, originate_finish_delay_s=finish, heartbeat_s=3600,
+                     sessions_per_second=SESSIONS_PER_SECOND.get(sc.name, 30))
 
 
 def check_api_reply(sim: Simulator, command: str, recorded: str, got: str) -> None:
@@ -127,13 +153,27 @@ def replay(name: str, dials: dict[str, str] | None = None) -> tuple[Frame, ...]:
             mapper = LegMapper(sc.legs, sc.dials)
             return Counter(key_of(e, mapper, sc.jobs) for e in rec.events())[key]
 
+        originated: set[str] = set()
+        previous: tuple[float, float] | None = None  # (recorded t, live clock) of the last one
         for c in sc.commands:
             done = sum(1 for end in sc.rx_ends if end <= c["rx_bytes"])
+            # the last frame before the command that a call caused (periodic ones are not)
+            while done and (ev := sc.rx_frames[done - 1].event) and ev.name in PERIODIC_EVENTS:
+                done -= 1
             key = rec_keys[done - 1] if done else None
             if key is not None:
                 need = rec_keys[:done].count(key)
                 rec.wait_for(lambda key=key, need=need: live_count(key) >= need, 8.0,
                              f"{key} x{need} before {c['cmd'][:60]!r}")
+            leg = originated_leg(c["cmd"])
+            if leg is not None and leg in originated and previous is not None:
+                # a leg's second attempt (throttle: refused for sessions-per-second, dialled
+                # again): as long after the previous command as in the recording, so that
+                # the rate window has turned as it had there
+                rec_t, live_t = previous
+                gevent.sleep(max(0.0, c["t"] - rec_t - (time.monotonic() - live_t)))
+            if leg is not None:
+                originated.add(leg)
             text = c["cmd"]
             for recorded_dial, dialled in (dials or {}).items():
                 text = text.replace(recorded_dial, dialled)
@@ -144,6 +184,7 @@ def replay(name: str, dials: dict[str, str] | None = None) -> tuple[Frame, ...]:
             if line.startswith("auth "):
                 line = f"auth {PASSWORD}"
             client = conns[c["conn"]]
+            previous = (c["t"], time.monotonic())
             frame = client.cmd(line, headers)
             got = b"\n".join(f"{k}: {v}".encode() for k, v in frame.headers.items()) + b"\n\n"
             got = (got + frame.body).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import sofia_vars
 from .config import Behaviour
 from .events import ASCII_ENCODING, Segment, VarPairs, encode_value, make_segment, now_us
 
@@ -55,6 +56,8 @@ class Channel:
         self.write_codec = False  # the write codec is set too (the CODEC event that sets it)
         self.is_sip = not self.is_null  # every other endpoint is answered as a SIP far end
         self.sip: dict[str, str] = {}  # per-call SIP values (sipcall.call_fields)
+        self.phases = sofia_vars.DEFAULT  # its sofia profile's templates (sipcall.phases_for)
+        self.early_media = False  # a 183 with SDP came before any answer
         self.network_addr: str | None = None  # the far end's address, once it has answered
         self.logical_direction = "outbound"
         self.profile_index = 1

@@ -99,6 +99,11 @@ class Behaviour:
     talk_s: float | None = 5.0
     bye_after_answer_s: float | None = None
     sip_status: int | None = None
+    early_media: bool = False
+    """The far end sends 183 with SDP (early media) first, then answers with 200: its
+    provisional response gives CHANNEL_PROGRESS_MEDIA (Answer-State early, call state EARLY)
+    instead of a 180's CHANNEL_PROGRESS, even with ignore_early_media=true (the originate
+    still waits for the 200). SIP-like legs only."""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

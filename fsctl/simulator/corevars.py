@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .cdr import LegTimes, cdr_variables
 from .config import CAUSE_CODES, SIP_PHRASES
 from .sipcall import rtp_stats
+from .sofia_vars import INVITE_FAILURE_PHRASES
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -148,8 +149,28 @@ def hangup_complete(ch: Channel, cause: str, disposition: str | None) -> dict[st
                  t["progress_media"], t["bridged"], t["hangup"]),
         caller_id(ch), ch.last_app, ch.last_arg))
     if ch.is_sip:
-        out["sip_hangup_disposition"] = disposition or ch.vars.get(
+        out["sip_hangup_disposition"] = disposition = disposition or ch.vars.get(
             "sip_hangup_disposition") or ("send_bye" if ch.answered else "send_cancel")
+        if disposition == "send_cancel":  # the far end ends the INVITE with 487
+            out.update(invite_failure(CANCELLED_STATUS))
         if ch.answered:
-            out.update(rtp_stats(ch.sip, t["hangup"] - t["answered"]))
+            out.update(rtp_stats(ch.phases, ch.sip, t["hangup"] - t["answered"]))
     return out
+
+
+CANCELLED_STATUS = 487
+"""The final response to an INVITE FreeSWITCH cancelled (originate_timeout, a hangup while
+ringing): sip_invite_failure_status 487, phrase ``CANCEL`` (sip_no_answer.rx)."""
+
+
+def invite_failure(status: int) -> dict[str, str]:
+    """sip_invite_failure_status / _phrase: the recorded phrase of ``status`` (else the
+    usual one)."""
+    phrase = INVITE_FAILURE_PHRASES.get(status) or SIP_PHRASES.get(status, "Failure")
+    return {"sip_invite_failure_status": str(status), "sip_invite_failure_phrase": phrase}
+
+
+def early_media() -> dict[str, str]:
+    """The originate saw a 183 with SDP (last on CHANNEL_PROGRESS_MEDIA; ANSWER on the 200's
+    CALL_UPDATE)."""
+    return {"endpoint_disposition": "EARLY MEDIA"}

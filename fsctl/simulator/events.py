@@ -74,6 +74,11 @@ _CALLING: dict[str, tuple[str, str, str]] = {
         "switch_channel_perform_mark_ring_ready_value",
         "3507",
     ),
+    "CHANNEL_PROGRESS_MEDIA": (
+        "switch_channel.c",
+        "switch_channel_perform_mark_pre_answered",
+        "3562",
+    ),
     "CHANNEL_CALLSTATE": ("switch_channel.c", "switch_channel_perform_set_callstate", "302"),
     "CODEC": ("switch_core_codec.c", "switch_core_session_set_read_codec", "300"),
     "CODEC_SIP": ("switch_core_codec.c", "switch_core_session_set_real_read_codec", "189"),

@@ -15,11 +15,11 @@ import gevent
 from . import corevars, sofia_vars
 from .apps import AppsMixin
 from .channel import CALLSTATE_NUMBERS, Channel
-from .config import CAUSE_CODES, SIP_CAUSES, SIP_PHRASES, Behaviour, normalize_cause
+from .config import CAUSE_CODES, SIP_CAUSES, Behaviour, normalize_cause
 from .dialstring import ORIGINATE_USAGE, UsageError, parse_originate
 from .events import OutEvent, now_us
 from .limits import CANNOT_CREATE, REFUSED_CAUSE, SOFIA_ERROR
-from .sipcall import call_fields, render
+from .sipcall import call_fields, phases_for, render
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -194,11 +194,12 @@ class CallModel(AppsMixin):
             if ouuid:
                 ch.rename(ouuid)
             ch.sip = call_fields(req.dial, req.destination, ch.cid_number)
+            ch.phases = phases_for(ch.sip["profile"])
             ch.update_vars(corevars.sip_identity(ch, session_id))
-            ch.update_vars(render(sofia_vars.CREATE_BEFORE_REQUEST, ch.sip))
+            ch.update_vars(render(ch.phases.create_before_request, ch.sip))
             ch.update_vars(variables)
             ch.update_vars(corevars.originate_result(ch))
-            ch.update_vars(render(sofia_vars.CREATE_AFTER_REQUEST, ch.sip))
+            ch.update_vars(render(ch.phases.create_after_request, ch.sip))
         self.channels[ch.uuid] = ch
         ch.exists = True
         self.emit(ch, "CHANNEL_OUTGOING", False)
@@ -211,17 +212,17 @@ class CallModel(AppsMixin):
         delay = behaviour.answer_delay_s
         if behaviour.outcome == "answer":
             if not ch.is_null:
-                self._ring(ch)
+                self._provisional(ch)
             if delay <= 0:
                 self._answer(ch)
             else:
                 self.later(ch, delay, self._answer)
         elif behaviour.outcome == "no_answer":
             if not ch.is_null:
-                self._ring(ch)
+                self._provisional(ch)
         else:
             if delay > 0:
-                self._ring(ch)
+                self._provisional(ch)
                 self.later(ch, delay, self._refuse)
             else:
                 self._refuse(ch)
@@ -238,13 +239,35 @@ class CallModel(AppsMixin):
                   after=[("Channel-Write-Codec-Name", name), ("Channel-Write-Codec-Rate", rate),
                          ("Channel-Write-codec-bit-rate", bits)])
 
+    def _provisional(self, ch: Channel) -> None:
+        """The far end's provisional response: 183 with SDP (early media) or 180 Ringing."""
+        if ch.behaviour.early_media and ch.is_sip:
+            self._early_media(ch)
+        else:
+            self._ring(ch)
+
     def _ring(self, ch: Channel) -> None:
         """The far end's 180 Ringing."""
         ch.set_network_addr(ch.sip["far_host"])
-        ch.update_vars(render(sofia_vars.RING, ch.sip))
+        ch.update_vars(render(ch.phases.ring, ch.sip))
         ch.mark_time("progress")
         self.emit(ch, "CHANNEL_PROGRESS", True)
         self._callstate(ch, "RINGING")
+
+    def _early_media(self, ch: Channel) -> None:
+        """The far end's 183 Session Progress with SDP (sip_early_media.rx): the leg is
+        pre-answered (Answer-State early, call state EARLY) and its codec set, although the
+        originate (ignore_early_media=true) waits on for the 200."""
+        ch.set_network_addr(ch.sip["far_host"])
+        ch.update_vars(render(ch.phases.early_media, ch.sip))
+        ch.update_vars(corevars.early_media())
+        ch.early_media = True
+        ch.answer_state = "early"
+        ch.mark_time("progress_media")
+        self.emit(ch, "CHANNEL_PROGRESS_MEDIA", True)
+        self._callstate(ch, "EARLY")
+        ch.set_codec(*corevars.SIP_CODEC)
+        self._codec_events(ch, *corevars.SIP_CODEC)
 
     def _no_answer(self, ch: Channel) -> None:
         if ch.answered:
@@ -261,8 +284,7 @@ class CallModel(AppsMixin):
                         if k not in ch.vars})
         self.hangup(ch, cause, sip_vars={
             "sip_hangup_disposition": "recv_refuse",
-            "sip_invite_failure_status": str(status),
-            "sip_invite_failure_phrase": SIP_PHRASES.get(status, "Failure"),
+            **corevars.invite_failure(status),
             "sip_term_status": str(status),
             "proto_specific_hangup_cause": f"sip:{status}",
             "sip_term_cause": str(CAUSE_CODES.get(cause, 41)),
@@ -272,9 +294,12 @@ class CallModel(AppsMixin):
         if ch.answered or ch.hung:
             return
         if ch.is_sip:  # the 200 OK and its SDP
-            ch.set_codec(*corevars.SIP_CODEC)
-            self._codec_events(ch, *corevars.SIP_CODEC)
-            values = render(sofia_vars.ANSWER, ch.sip)
+            if ch.early_media:  # the codec came with the 183's SDP already
+                values = render(ch.phases.answer_after_early_media, ch.sip)
+            else:
+                ch.set_codec(*corevars.SIP_CODEC)
+                self._codec_events(ch, *corevars.SIP_CODEC)
+                values = render(ch.phases.answer, ch.sip)
             values.update(corevars.codec_vars(corevars.SIP_CODEC))
             ch.update_vars(values)
         ch.answered = True
@@ -364,7 +389,7 @@ class CallModel(AppsMixin):
     def bridge(self, a: Channel, b: Channel) -> None:
         corevars.bridge(a, b, now_us())  # new profiles first: A's UNPARK already shows them
         self._leave_app(a)
-        b_race = self._leave_app(b)
+        self._leave_app(b)
         self._state(a, "CS_SOFT_EXECUTE")
         self._state(b, "CS_SOFT_EXECUTE")
         a.del_vars("uuid_bridge")
@@ -379,7 +404,7 @@ class CallModel(AppsMixin):
                   before=[("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)])
         a.update_vars(corevars.bridged(a, b))
         b.update_vars(corevars.bridged(b, a))
-        if b_race and b.is_sip:
+        if b.is_sip:  # a sofia originatee passes CS_CONSUME_MEDIA, raced or not
             self._state(b, "CS_CONSUME_MEDIA")
         self._state(b, "CS_EXCHANGE_MEDIA")
         for leg, other in ((a, b), (b, a)):

@@ -1,8 +1,9 @@
 """The per-call values of a simulated SIP leg (tags, call id, ports …) and its variables.
 
-The templates of :mod:`.sofia_vars` (taken from a real FreeSWITCH's sofia legs) are
-filled with the values of :func:`call_fields`, made once per leg, so that each leg's
-variables have the size and shape of a real one's without any SIP being spoken.
+The templates of :mod:`.sofia_vars` (taken from a real FreeSWITCH's sofia legs, per sofia
+profile: :func:`phases_for`) are filled with the values of :func:`call_fields`, made once
+per leg, so that each leg's variables have the size and shape of a real one's without any
+SIP being spoken.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import string
 import uuid as uuidlib
 
 from . import sofia_vars
-from .sofia_vars import Template
+from .sofia_vars import Phases, Template
 
 DEFAULT_SIP_PORT = "5060"
 """The far end's port when the dial string names none."""
+PROFILE_SIP_PORTS = {"fsctl": "5080"}
+"""A profile's own SIP port (sofia_profile_url, Via): freeswitch-conf/sip_profiles/fsctl.xml's
+sip-port (tests/realfs.py moves it to a free port, which the recordings show)."""
+DEFAULT_LOCAL_SIP_PORT = "5060"
+"""Every other profile's (the recordings' ``internal``)."""
 DEFAULT_FAR_HOST = "127.0.0.1"
 """The far end's host when the dial string names none (``user/1000``)."""
 LOCAL_RTP_PORTS = (16384, 32768)
@@ -40,6 +46,12 @@ def _even_port(bounds: tuple[int, int]) -> str:
     return str(_rng.randrange(bounds[0], bounds[1], 2))
 
 
+def phases_for(profile: str) -> Phases:
+    """The templates of a leg on sofia profile ``profile`` (the recorded profile's, else
+    the default ones)."""
+    return sofia_vars.PROFILES.get(profile, sofia_vars.DEFAULT)
+
+
 def call_fields(dial: str, destination: str, cid_number: str) -> dict[str, str]:
     """Every field of :data:`sofia_vars.FIELDS` for one leg dialled with ``dial``."""
     parts = dial.split("/")
@@ -54,6 +66,7 @@ def call_fields(dial: str, destination: str, cid_number: str) -> dict[str, str]:
     if profile == "gateway":
         profile = "external"
     local_sdp = _rng.randrange(10**9, 2 * 10**9)
+    remote_sdp_version = _rng.randrange(10**9, 4 * 10**9)
     return {
         "call_id": str(uuidlib.uuid4()),
         "cid_num": cid_number,
@@ -65,10 +78,12 @@ def call_fields(dial: str, destination: str, cid_number: str) -> dict[str, str]:
         "local_media_port": _even_port(LOCAL_RTP_PORTS),
         "local_sdp_id": str(local_sdp),
         "local_sdp_version": str(local_sdp + 1),
+        "local_sip_port": PROFILE_SIP_PORTS.get(profile, DEFAULT_LOCAL_SIP_PORT),
         "profile": profile,
         "remote_media_port": _even_port(REMOTE_RTP_PORTS),
         "remote_sdp_id": str(_rng.randrange(10**7, 10**8)),
-        "remote_sdp_version": str(_rng.randrange(10**9, 4 * 10**9)),
+        "remote_sdp_version": str(remote_sdp_version),
+        "remote_sdp_next_version": str(remote_sdp_version + 1),  # its 200 after a 183
         "req_uri": target if "@" in target else f"{user}@{host}",
         "rtp_in_skip_packets": "0",
         "ssrc": str(_rng.randrange(1, 2**32)),
@@ -83,7 +98,7 @@ def render(template: Template, fields: dict[str, str]) -> dict[str, str]:
             for name, value in template}
 
 
-def rtp_stats(fields: dict[str, str], answered_us: int) -> dict[str, str]:
+def rtp_stats(phases: Phases, fields: dict[str, str], answered_us: int) -> dict[str, str]:
     """The RTP statistics of an answered leg, ``answered_us`` after its answer."""
     fields["rtp_in_skip_packets"] = str(max(0, answered_us) // (PACKET_MS * 1000))
-    return render(sofia_vars.RTP_STATS, fields)
+    return render(phases.rtp_stats, fields)
