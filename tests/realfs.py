@@ -27,7 +27,8 @@ from fsctl.esl import ESLClient
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "freeswitch-conf"
 MODULES = Path("/opt/freeswitch/lib/freeswitch/mod")
-"""Where ``../shared/freeswitch/install.sh`` puts the modules (FSCTL_FS_MODULES overrides)."""
+"""Where the FreeSWITCH 1.11 of the project's CI (``/opt/freeswitch``) keeps its modules
+(FSCTL_FS_MODULES overrides)."""
 START_TIMEOUT_S = 30.0
 """Longest wait for a started FreeSWITCH to answer ``status`` with ``is ready``."""
 STOP_TIMEOUT_S = 15.0
@@ -51,7 +52,7 @@ def binary() -> str:
     if not found:
         raise RuntimeError(
             "no `freeswitch` on PATH: `make test-freeswitch` needs a real FreeSWITCH 1.11 "
-            "(../shared/freeswitch/install.sh installs one into /opt/freeswitch; or set "
+            "(the CI's shared/freeswitch/install.sh installs one into /opt/freeswitch; or set "
             "FSCTL_FREESWITCH to the binary)")
     return found
 
