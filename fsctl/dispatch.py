@@ -187,6 +187,9 @@ class Dispatcher:
     def _start(self, callback_id: str) -> None:
         """Start a claimed callback: Start (or Expire) applied to its record atomically."""
         w = self.w
+        mine = w.live.get(callback_id)
+        if mine is None or mine.final:
+            return  # ended here meanwhile (a cancel this worker heard; its write may be pending)
         actions: list[Action] = []
         timeout_s = w.settings.queue_timeout_s
 
