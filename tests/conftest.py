@@ -11,13 +11,13 @@ from gevent import monkey
 monkey.patch_all()
 
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
+from procs import terminate_group  # noqa: E402
 
 from fsctl.embedded import free_port, start_redis  # noqa: E402
 
@@ -105,11 +105,7 @@ def redis_server() -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate_group(proc, 5)  # start_redis gives it a session of its own
         shutil.rmtree(data, ignore_errors=True)
 
 

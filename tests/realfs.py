@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fscli import FsCliView
 from procs import kill_group, terminate_group
 
 from fsctl.embedded import free_port, wait_port
@@ -61,7 +62,7 @@ def modules_dir() -> Path:
     return Path(os.environ.get("FSCTL_FS_MODULES") or MODULES)
 
 
-class FreeSwitch:
+class FreeSwitch(FsCliView):
     """One FreeSWITCH process on a private copy of freeswitch-conf/."""
 
     def __init__(self, root: Path | None = None, *, sessions_per_second: int | None = None,
@@ -207,13 +208,6 @@ class FreeSwitch:
                            connect_timeout_s=3, command_timeout_s=10)
         client.connect()
         return client
-
-    def api(self, command: str) -> str:
-        client = self.esl()
-        try:
-            return client.api(command)
-        finally:
-            client.close()
 
     # -- its log -------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from typing import Any
 import gevent
 import gevent.pool
 import redis
+from fscli import FsCliView
 from gevent.event import Event as GEvent
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
@@ -291,43 +292,6 @@ class RedisProc:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5,
                                     socket_connect_timeout=2)
-
-
-class FsCliView:
-    """What fs_cli sees of a node: ``api``, its channels, fsctl's tagged ones, its Core-UUID
-    (the simulator and the real FreeSWITCH alike; a subclass gives ``esl()``)."""
-
-    def esl(self) -> ESLClient:
-        raise NotImplementedError
-
-    def api(self, command: str) -> str:
-        client = self.esl()
-        try:
-            return client.api(command)
-        finally:
-            client.close()
-
-    def channels(self) -> list[dict[str, str]]:
-        reply = self.api("show channels as json")
-        return list(json.loads(reply).get("rows", []))
-
-    def tagged_channels(self) -> list[dict[str, str]]:
-        """Live channels that carry fsctl_callback_id (rows plus ``callback_id``)."""
-        client = self.esl()
-        try:
-            rows = json.loads(client.api("show channels as json")).get("rows", [])
-            out = []
-            for row in rows:
-                tag = client.api(f"uuid_getvar {row['uuid']} fsctl_callback_id").strip()
-                if tag and tag != "_undef_" and not tag.startswith("-ERR"):
-                    out.append({**row, "callback_id": tag})
-            return out
-        finally:
-            client.close()
-
-    def core_uuid(self) -> str:
-        return self.api("global_getvar core_uuid").strip()
-
 
 
 class SimProc(FsCliView, Proc):

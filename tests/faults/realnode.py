@@ -38,13 +38,14 @@ from typing import Any
 import gevent
 import realfs
 import sipp
+from fscli import FsCliView
 from gevent.event import Event as GEvent
 
 from fsctl.errors import ESLError
 from fsctl.esl import ESLClient
 from fsctl.wire import Event
 
-from .harness import HOST, ROUTES, Cluster, FsCliView
+from .harness import HOST, ROUTES, Cluster
 
 WAITS = "1050000"
 """A far end that answers after 0.3 s and never hangs up by itself (it waits for our BYE)."""

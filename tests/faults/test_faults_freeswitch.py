@@ -124,6 +124,27 @@ def talk_outside(recs: dict[str, dict[str, Any] | None], lo: float, hi: float) -
             if not v or v.get("talk_time_s") is None or not lo <= v["talk_time_s"] <= hi}
 
 
+def survived(r: Any, report: Report, groups: dict[str, list[str]], what: str) -> list[str]:
+    """The calls up at ``what``: each completed, none inferred (a leg ended LOST), and the
+    bridged ones talked the far end's whole LONG_TALK_S (noted in the row)."""
+    failures = []
+    recs = records(r, [i for g in groups.values() for i in g])
+    bad = not_completed(recs)
+    if bad:
+        failures.append(f"calls up at the {what} not completed: {bad}")
+    bad = guessed_legs(recs)
+    if bad:
+        failures.append(f"calls up at the {what}: legs ended LOST (the real end never learnt): "
+                        f"{bad}")
+    bridged = records(r, groups["bridged"])
+    annotate(report, f"bridged at the {what} talked {talks(bridged)}")
+    bad = talk_outside(bridged, LONG_TALK_S - 2.0, LONG_TALK_S + 0.5)
+    if bad:
+        failures.append(f"bridged at the {what}: talk time not the far end's "
+                        f"~{LONG_TALK_S:.0f}s: {bad}")
+    return failures
+
+
 def live_mix(load: Any) -> dict[str, list[str]]:
     """Callbacks that are bridged (8 s talk), waiting (A waits, B rings 8 s), A ringing (8 s).
 
@@ -166,23 +187,8 @@ def test_01_worker_kill9_in_every_state(make_cluster: Callable[[str], FreeSwitch
     c.log("starting the replacement worker w1 (same name, same node)")
     w1.start()
     report = c.check(load, settle_s=35)
-    failures = []
-    everyone = [*queued, *(i for g in groups.values() for i in g)]
-    recs = records(r, everyone)
     # every far end here answers, so the true outcome of each is "completed"
-    bad = not_completed(recs)
-    if bad:
-        failures.append(f"not completed (every far end answered): {bad}")
-    bad = guessed_legs(recs)
-    if bad:
-        failures.append(f"legs ended LOST (the real end never learnt): {bad}")
-    bridged = records(r, groups["bridged"])
-    annotate(report, f"bridged at the kill talked {talks(bridged)}")
-    bad = talk_outside(bridged, LONG_TALK_S - 2.0, LONG_TALK_S + 0.5)
-    if bad:
-        failures.append(f"talking when the worker died: talk time not the far end's "
-                        f"~{LONG_TALK_S:.0f}s: {bad}")
-    expect(report, failures)
+    expect(report, survived(r, report, {**groups, "queued": queued}, "kill"))
 
 
 # ---- 2. FreeSWITCH kill -9 and restart with calls up --------------------------------------------
@@ -255,20 +261,7 @@ def esl_fault(c: FreeSwitchCluster, fault: str, deadline_s: float) -> tuple[Repo
     if took is None or took > deadline_s:
         failures.append(f"the worker did not notice the {fault} and reconnect within "
                         f"{deadline_s}s (took {took})")
-    live = [i for g in groups.values() for i in g]
-    recs = records(r, live)
-    bad = not_completed(recs)
-    if bad:
-        failures.append(f"calls up at the {fault} did not survive and complete: {bad}")
-    bad = guessed_legs(recs)
-    if bad:
-        failures.append(f"calls up at the {fault}: legs ended LOST: {bad}")
-    bridged = records(r, groups["bridged"])
-    annotate(report, f"bridged at the {fault} talked {talks(bridged)}")
-    bad = talk_outside(bridged, LONG_TALK_S - 2.0, LONG_TALK_S + 0.5)
-    if bad:
-        failures.append(f"bridged at the {fault}: talk time not the far end's "
-                        f"~{LONG_TALK_S:.0f}s: {bad}")
+    failures += survived(r, report, groups, fault)
     bad = not_completed(records(r, after))
     if bad:
         failures.append(f"callbacks sent after the {fault} not completed: {bad}")
