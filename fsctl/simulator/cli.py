@@ -17,6 +17,7 @@ from gevent.event import Event as GEvent
 from ..errors import ConfigError
 from .config import Behaviour, SimConfig
 from .server import LOOPBACK_HOSTS, Simulator
+from .trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--command-log", metavar="PATH",
                         help="append every received command to PATH as one JSON line "
                              "{conn, text, headers, at} (auth secrets are masked)")
+    parser.add_argument("--trace", metavar="PATH",
+                        help="append timing records of every channel to PATH as JSON lines "
+                             "(originate received, PARK sent, uuid_bridge received, hangup; "
+                             "wall-clock times), for benchmarks; see fsctl/simulator/trace.py")
     parser.add_argument("--numbers", metavar="FILE",
                         help="JSON object: destination number -> behaviour of that far end, "
                              'e.g. {"1000777": {"outcome": "answer", "answer_delay_s": 8}}')
@@ -145,6 +150,7 @@ def main(argv: list[str]) -> int:
     try:
         numbers = load_numbers(args.numbers) if args.numbers else {}
         command_log = CommandLog(args.command_log) if args.command_log else None
+        trace = Trace(args.trace) if args.trace else None
     except (ConfigError, OSError) as exc:
         print(f"fsctl simulate: {exc}", file=sys.stderr)
         return 2
@@ -153,13 +159,15 @@ def main(argv: list[str]) -> int:
                        heartbeat_s=args.heartbeat, numbers=numbers,
                        sessions_per_second=args.sessions_per_second,
                        max_sessions=args.max_sessions)
-    sim = Simulator(config, host=args.host, port=args.port, password=password)
+    sim = Simulator(config, host=args.host, port=args.port, password=password, trace=trace)
     if command_log is not None:
         attach_command_log(sim, command_log)
     try:
         sim.start()
     except OSError as exc:
         print(f"fsctl simulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        if trace is not None:
+            trace.close()
         return 1
     print(f"fsctl simulate: listening on {sim.host}:{sim.port}", flush=True)
     done = GEvent()
@@ -172,4 +180,6 @@ def main(argv: list[str]) -> int:
         sim.stop()
         if command_log is not None:
             command_log.close()
+        if trace is not None:
+            trace.close()
     return 0

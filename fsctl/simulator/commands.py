@@ -37,6 +37,8 @@ def _uuid_bridge(sim: Simulator, arg: str) -> ApiResult:
         return "-USAGE: <uuid> <other_uuid>\n"
     a = sim.model.channels.get(parts[0])
     b = sim.model.channels.get(parts[1])
+    if sim.trace is not None:
+        sim.trace.bridge(parts[0], parts[1])
     if a is None or b is None or not sim.model.can_bridge(a, b):
         return "-ERR Invalid uuid\n"
     return f"+OK {parts[1]}\n", lambda: sim.model.bridge(a, b)

@@ -132,6 +132,7 @@ class CallModel(AppsMixin):
         self.finish_job(job, f"-ERR {cause}\n")
 
     def originate(self, job: Job) -> None:
+        received = time.time()
         try:
             req = parse_originate(job.arg)
         except UsageError as exc:
@@ -201,6 +202,8 @@ class CallModel(AppsMixin):
             ch.update_vars(corevars.originate_result(ch))
             ch.update_vars(render(ch.phases.create_after_request, ch.sip))
         self.channels[ch.uuid] = ch
+        if self.sim.trace is not None:
+            self.sim.trace.originate(received, ch.uuid, variables)
         ch.exists = True
         self.emit(ch, "CHANNEL_OUTGOING", False)
         self._state(ch, "CS_INIT")
@@ -344,6 +347,8 @@ class CallModel(AppsMixin):
             spec = ch.vars.get("park_timeout")
             ch.del_vars("park_timeout")  # park consumes it
             self.emit(ch, "CHANNEL_PARK", True)
+            if self.sim.trace is not None:
+                self.sim.trace.park(ch.uuid)
             self._arm_park_timeout(ch, spec)
 
     def _arm_park_timeout(self, ch: Channel, spec: str | None) -> None:
@@ -429,6 +434,8 @@ class CallModel(AppsMixin):
         SIP ``disposition`` (default send_bye / send_cancel) when it is reported."""
         if ch.hung or ch.gone:
             return
+        if self.sim.trace is not None:
+            self.sim.trace.hangup(ch.uuid, cause)
         ch.hung = True
         self._cancel_timers(ch)
         ch.hangup_cause = cause

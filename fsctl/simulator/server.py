@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import socket
 
     from .channel import Channel
+    from .trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,11 @@ class Simulator:
     ``limits`` (sessions-per-second / max-sessions counters, limits.py),
     ``drop_connections()``, ``blackhole`` (keep sockets, answer nothing, send nothing),
     ``restart()`` (a crash: channels vanish silently, new Core-UUID, counters reset).
+    ``trace`` (trace.py): when given, timing records of every channel are appended to it.
     """
 
     def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-                 password: str | None = None) -> None:
+                 password: str | None = None, trace: Trace | None = None) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ConfigError(f"the simulator listens on 127.0.0.1 only, not {host!r}")
         if not password:
@@ -63,6 +65,7 @@ class Simulator:
         self._requested_port = port
         self.port = 0
         self.blackhole = False
+        self.trace = trace
         self.commands: list[ReceivedCommand] = []
         self.global_vars: dict[str, str] = {}
         self.core_uuid = str(uuidlib.uuid4())
@@ -78,6 +81,7 @@ class Simulator:
         self._server: StreamServer | None = None
         self._heartbeat: gevent.Greenlet | None = None
         self._rate_timer: gevent.Greenlet | None = None
+        self._trace_timer: gevent.Greenlet | None = None
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -91,15 +95,17 @@ class Simulator:
         self.port = self._server.server_port
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
         self._rate_timer = gevent.spawn(self._rate_loop)
+        if self.trace is not None:
+            self._trace_timer = gevent.spawn(self._trace_loop, self.trace)
         log.info("simulator listening on %s:%d (Core-UUID %s)", self.host, self.port,
                  self.core_uuid)
         return self
 
     def stop(self) -> None:
-        for timer in (self._heartbeat, self._rate_timer):
+        for timer in (self._heartbeat, self._rate_timer, self._trace_timer):
             if timer is not None:
                 timer.kill(block=False)
-        self._heartbeat = self._rate_timer = None
+        self._heartbeat = self._rate_timer = self._trace_timer = None
         if self._server is not None:
             self._server.stop(timeout=0)
             self._server = None
@@ -111,6 +117,8 @@ class Simulator:
             gevent.sleep(0.01)
         for conn in list(self._connections.values()):
             conn.abort()
+        if self.trace is not None:
+            self.trace.flush()
         log.info("simulator on port %d stopped", self.port)
 
     def __enter__(self) -> Self:
@@ -199,6 +207,13 @@ class Simulator:
         while True:
             gevent.sleep(self.limits.seconds_to_next_window() + RATE_TICK_LATE_S)
             self.limits.advance(len(self.model.channels))
+
+    @staticmethod
+    def _trace_loop(trace: Trace) -> None:
+        """Write the trace's buffered lines every so often (and so while the load runs)."""
+        while True:
+            gevent.sleep(trace.flush_interval_s)
+            trace.flush()
 
     # ---- api -----------------------------------------------------------------------------
 
