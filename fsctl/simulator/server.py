@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket as stdsocket
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -158,6 +159,9 @@ class Simulator:
     # ---- connections ---------------------------------------------------------------------
 
     def _handle(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        # as mod_event_socket's listener_run(): SWITCH_SO_TCP_NODELAY on every connection, so
+        # an event is not held back by Nagle until the client's (delayed) ACK
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
         conn = Connection(self, sock, next(self._ids))
         self._connections[conn.id] = conn
         log.debug("simulator: connection %d from %s", conn.id, address)
