@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import socket
 import sys
@@ -67,6 +68,8 @@ DRAIN_TIMEOUT_S = 60.0
 """Longest wait, after the last originate, for every callback to be final."""
 CONNECT_TIMEOUT_S = 5.0
 PROGRESS_EVERY_S = 0.3
+RINGBACK = "tone_stream://%(2000,4000,440,480);loops=-1"
+"""What A hears while B rings with ``ringback=True`` (fsctl's default ringback)."""
 WARMUP_INDEX = 99_999
 """Index of the numbers of the warm-up callback (outside any measured run's range)."""
 
@@ -124,7 +127,7 @@ class Stats:
                 "unfinished": unfinished, "events": self.events, "bytes_in": self.bytes_in,
                 "commands": self.commands, "uuid_kills": self.kills,
                 "command_errors": self.command_errors[:5], "wall_s": round(self.wall_s, 2),
-                "posting_s": round(self.posting_s, 2), "subscription": list(EVENTS)}
+                "posting_s": round(self.posting_s, 2)}
 
 
 class EslError(Exception):
@@ -135,8 +138,14 @@ class Baseline:
     """One ESL connection running the callback flow."""
 
     def __init__(self, host: str, port: int, password: str, dial: Callable[[str], str], *,
-                 user: str | None = ESL_USER) -> None:
+                 user: str | None = ESL_USER, ringback: bool = False,
+                 events: tuple[str, ...] = EVENTS) -> None:
+        """``ringback``: play :data:`RINGBACK` to A while B rings, as fsctl does (off: the
+        fewest steps); ``events``: the subscription (more than :data:`EVENTS` only to see
+        what FreeSWITCH spends on events nobody needs; they are counted, not handled)."""
         self.addr = (host, port)
+        self.ringback = ringback
+        self.events = events
         self.password = password
         self.user = user
         self.dial = dial
@@ -158,7 +167,7 @@ class Baseline:
         login = f"userauth {self.user}:{self.password}" if self.user else f"auth {self.password}"
         self._send(login)
         self._expect(b"+OK")
-        self._send("event plain " + " ".join(EVENTS))
+        self._send("event plain " + " ".join(self.events))
         self._expect(b"+OK")
         self.sock.settimeout(None)
 
@@ -263,6 +272,8 @@ class Baseline:
         if leg == "A" and not call.b_dialled and not call.a_done:
             call.a_answered = True
             call.b_dialled = True
+            if self.ringback:
+                self._bgapi(f"uuid_broadcast {call.a} playback::{RINGBACK} aleg", call, "ringback")
             self._originate(call, "B")
         elif leg == "B" and not call.bridging and not call.a_done and not call.b_done:
             call.bridging = True
@@ -289,7 +300,7 @@ class Baseline:
             return
         result = body[body.find(b"\n\n") + 2:].strip().decode(errors="replace")
         call.failure = call.failure or f"{what}: {result}"
-        if what == "bridge":
+        if what in ("bridge", "ringback"):
             self._kill(call)
             return
         # a refused originate: that leg's HANGUP_COMPLETE came already or never comes
@@ -346,7 +357,8 @@ class Baseline:
                 next_report = now + PROGRESS_EVERY_S
                 final = self.stats.callbacks - len(self.live)
                 progress("baseline", started, count, {
-                    "rate": round(started / max(now - t0, 1e-9), 1), "final": final,
+                    "rate": round(started / max(self.stats.posting_s or now - t0, 1e-9), 1),
+                    "final": final,
                     "phase": phase})
 
         while started < count:
@@ -365,7 +377,8 @@ class Baseline:
             self.sweep()
             report("draining")
         self.stats.wall_s = time.monotonic() - t0
-        return self.stats.as_dict(unfinished=len(self.live))
+        return {**self.stats.as_dict(unfinished=len(self.live)),
+                "subscription": list(self.events), "ringback": self.ringback}
 
     def warm_up(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """One callback outside the measurement (numbers of WARMUP_INDEX)."""
@@ -379,10 +392,12 @@ class Baseline:
 
 def run(esl_port: int, password: str, sip_port: int, rate: float = 20, seconds: float = 20, *,
         user: str | None = ESL_USER, progress: Progress | None = None,
-        warm_up: bool = True) -> dict[str, Any]:
+        warm_up: bool = True, ringback: bool = False,
+        events: tuple[str, ...] = EVENTS) -> dict[str, Any]:
     """Connect, (warm up,) run ``rate × seconds`` callbacks, close; the result dict."""
     base = Baseline("127.0.0.1", esl_port, password,
-                    lambda to: f"sofia/fsctl/{to}@127.0.0.1:{sip_port}", user=user)
+                    lambda to: f"sofia/fsctl/{to}@127.0.0.1:{sip_port}", user=user,
+                    ringback=ringback, events=events)
     base.connect()
     try:
         if warm_up:
@@ -404,7 +419,7 @@ def _child(args: argparse.Namespace) -> int:
 
     base = Baseline("127.0.0.1", args.esl_port, args.password,
                     lambda to: f"sofia/fsctl/{to}@127.0.0.1:{args.sip_port}",
-                    user=args.user or None)
+                    user=args.user or None, ringback=args.ringback, events=args.events)
     base.connect()
     try:
         say({"ready": base.warm_up()})
@@ -430,7 +445,20 @@ def _standalone(args: argparse.Namespace) -> int:
     try:
         fs.start()
         far.start()
-        result = run(fs.esl_port, fs.password, far.port, args.rate, args.seconds)
+        base = Baseline("127.0.0.1", fs.esl_port, fs.password, far.dial_string,
+                        ringback=args.ringback, events=args.events)
+        base.connect()
+        try:
+            base.warm_up()
+            time.sleep(1.0)
+            fs_cpu0, own0 = _cpu_seconds(fs.proc.pid), time.process_time()
+            result = base.run(args.rate, round(args.rate * args.seconds))
+            fs_cpu, own = _cpu_seconds(fs.proc.pid) - fs_cpu0, time.process_time() - own0
+        finally:
+            base.close()
+        n = max(1, result["completed"])
+        result["cpu_ms_per_callback"] = {"freeswitch": round(fs_cpu * 1000 / n, 2),
+                                         "baseline": round(own * 1000 / n, 2)}
         time.sleep(1.0)
         result["channels_after"] = fs.api("show channels count").strip()
     finally:
@@ -441,6 +469,12 @@ def _standalone(args: argparse.Namespace) -> int:
     return 0 if result["unfinished"] == 0 and result["failed"] == 0 else 1
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (as tests/bench/common.cpu_seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, default=20.0, help="callbacks started per second")
@@ -449,6 +483,10 @@ def main() -> int:
     ap.add_argument("--password", default="", help="its password (of --user)")
     ap.add_argument("--user", default=ESL_USER, help="userauth user; '' for plain auth")
     ap.add_argument("--sip-port", type=int, help="the sipp switchboard's port")
+    ap.add_argument("--ringback", action="store_true",
+                    help="play fsctl's ringback to A while B rings (uuid_broadcast)")
+    ap.add_argument("--events", type=lambda v: tuple(v.replace(",", " ").split()),
+                    default=EVENTS, help="the subscription (default: %(default)s)")
     ap.add_argument("--sps", type=int, default=1000,
                     help="sessions-per-second of the FreeSWITCH started without --esl-port")
     args = ap.parse_args()

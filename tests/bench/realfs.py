@@ -288,17 +288,20 @@ def _report_fsctl(progress: Progress | None, latest: list[LoadResult], r: redis.
     if progress is None:
         return
     t0 = time.monotonic()
+    posted_s = 0.0
     while True:
         gevent.sleep(PROGRESS_EVERY_S)
         load = latest[-1] if latest else None
         sent = load.sent if load else 0
         accepted = len(load.ids) if load else 0
+        if sent >= count and not posted_s:
+            posted_s = time.monotonic() - t0  # the rate stays that of the posting
         try:
             final = sum(_final(r).values()) - 1  # but the warm-up
         except redis.RedisError:
             final = -1
-        progress("fsctl", sent, count, {"rate": round(accepted / (time.monotonic() - t0), 1),
-                                        "final": final})
+        rate = accepted / (posted_s or time.monotonic() - t0)
+        progress("fsctl", sent, count, {"rate": round(rate, 1), "final": final})
 
 
 # -- the baseline ----------------------------------------------------------------------------
