@@ -512,6 +512,9 @@ def main() -> int:
     except Unavailable as exc:
         print(f"skipped: {exc.reason}")
         return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything it started is stopped", file=sys.stderr)
+        return 130
     if not args.json:
         print(file=sys.stderr)
         print(table(out))
