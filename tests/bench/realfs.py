@@ -401,8 +401,8 @@ def run(rate: float = 20, seconds: float = 20, progress: Progress | None = None,
     ``progress(stage, done, total, info)`` is called about every 0.3 s: stage ``"fsctl"`` or
     ``"baseline"``, done = callbacks started so far, total = callbacks of the run, info =
     ``{"rate": started or accepted per s, "final": callbacks final so far}`` (the baseline
-    adds ``"phase"``: posting / draining), and once per ``"settle"`` (FreeSWITCH going back
-    to 0 channels). Raises :class:`Unavailable` when freeswitch, sipp or redis-server are
+    adds ``"phase"``: posting / draining); after each run stage ``"settle"`` with 0/1, then
+    1/1 and ``{"channels_left": n}`` once FreeSWITCH is back to 0 channels (or gave up). Raises :class:`Unavailable` when freeswitch, sipp or redis-server are
     missing. Everything started is stopped on the way out, on errors and Ctrl-C too; the
     working directory (logs) is kept when the run failed or with ``keep``.
     """
