@@ -357,7 +357,7 @@ class Baseline:
                 next_report = now + PROGRESS_EVERY_S
                 final = self.stats.callbacks - len(self.live)
                 progress("baseline", started, count, {
-                    "rate": round(started / max(self.stats.posting_s or now - t0, 1e-9), 1),
+                    "rate": round(started / max(self.stats.posting_s or now - t0, 1 / rate), 1),
                     "final": final,
                     "phase": phase})
 

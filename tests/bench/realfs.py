@@ -157,6 +157,21 @@ def throttling(log: str) -> dict[str, int]:
     return {line: log.count(line) for line in THROTTLE_LINES}
 
 
+def log_problems(log: str) -> list[str]:
+    """Lines of a slice of FreeSWITCH's log at WARNING or above (but the start-up ones it
+    always writes, tests/realfs.STARTUP_WARNINGS_ALLOWED)."""
+    allowed = _harness().STARTUP_WARNINGS_ALLOWED
+    return [line for line in log.splitlines()
+            if any(f"[{level}]" in line for level in ("WARNING", "ERR", "CRIT", "ALERT", "EMERG"))
+            and not any(p.search(line) for p in allowed)]
+
+
+def _log_figures(log: str) -> dict[str, Any]:
+    problems = log_problems(log)
+    return {"throttling": throttling(log), "log_problems": len(problems),
+            "log_problems_first": problems[:5]}
+
+
 # -- fsctl -----------------------------------------------------------------------------------
 
 
@@ -426,11 +441,11 @@ def run(rate: float = 20, seconds: float = 20, progress: Progress | None = None,
         out["fsctl"] = run_fsctl(fs, far, root, rate, count, progress)
         out["fsctl"]["channels_left"] = _settle_stage(fs, progress)
         log = fs.log_text()
-        out["fsctl"]["throttling"] = throttling(log[log_mark:])
+        out["fsctl"].update(_log_figures(log[log_mark:]))
         log_mark = len(log)
         out["baseline"] = run_baseline(fs, far, root, rate, seconds, progress)
         out["baseline"]["channels_left"] = _settle_stage(fs, progress)
-        out["baseline"]["throttling"] = throttling(fs.log_text()[log_mark:])
+        out["baseline"].update(_log_figures(fs.log_text()[log_mark:]))
         out["summary"] = summarise(out["fsctl"], out["baseline"], sps)
         ok = all(out[k]["channels_left"] == 0 and not out[k]["unfinished"]
                  for k in ("fsctl", "baseline"))
@@ -468,6 +483,9 @@ def table(out: dict[str, Any]) -> str:
          f"{f['completed']} / {f['failed']} / {f['unfinished']}",
          f"{b['completed']} / {b['failed']} / {b['unfinished']}"),
         ("window (load + drain), s", cell(f["window_s"]), cell(b["window_s"])),
+        ("fsctl API latency p50 / p99, ms",
+         f"{cell(f['http']['api_latency']['p50_ms'])} / {cell(f['http']['api_latency']['p99_ms'])}",
+         ""),
         ("FreeSWITCH CPU ms / callback", cell(fm["freeswitch"]), cell(bm["freeswitch"])),
         ("  fsctl API", cell(fm["api"]), ""),
         ("  fsctl worker", cell(fm["worker"]), ""),
@@ -481,9 +499,9 @@ def table(out: dict[str, Any]) -> str:
         ("not counted: load generator CPU s",
          cell(round(f["not_counted_cpu_s"]["load generator"], 2)),
          cell(round(b["not_counted_cpu_s"]["this script"], 2))),
-        ("channels left / throttling lines",
-         f"{f['channels_left']} / {sum(f['throttling'].values())}",
-         f"{b['channels_left']} / {sum(b['throttling'].values())}"),
+        ("channels left / throttling / warning+ lines",
+         f"{f['channels_left']} / {sum(f['throttling'].values())} / {f['log_problems']}",
+         f"{b['channels_left']} / {sum(b['throttling'].values())} / {b['log_problems']}"),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':{width}}  {'fsctl':>14}  {'baseline':>14}"]
