@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import socket
 import sys
 import tempfile
@@ -465,6 +466,7 @@ def _standalone(args: argparse.Namespace) -> int:
         far.stop()
         fs.stop()
         realfs.stop_all()
+    shutil.rmtree(root, ignore_errors=True)  # kept (its logs) only when the run raised
     print(json.dumps(result, indent=2))
     return 0 if result["unfinished"] == 0 and result["failed"] == 0 else 1
 
