@@ -118,28 +118,33 @@ class _Connection(greenswitch.InboundESL):
 
     def request(self, data: bytes, timeout_s: float) -> wire.Frame:
         """Write one formatted command and wait for its reply frame (bounded)."""
-        result = gevent.event.AsyncResult()
+        return self.request_many([data], timeout_s)[0]
+
+    def request_many(self, datas: list[bytes], timeout_s: float) -> list[wire.Frame]:
+        """Write formatted commands in one write (FreeSWITCH runs a connection's commands
+        in order and answers in order) and wait for every reply, all within ``timeout_s``."""
+        results = [gevent.event.AsyncResult() for _ in datas]
         timer = gevent.Timeout(timeout_s)
         timer.start()
         try:
             with self._write_lock:
                 if self.lost_reason is not None or self.sock is None:
                     raise ESLDisconnected(self.lost_reason or "not connected")
-                self._commands_sent.append(result)
+                self._commands_sent.extend(results)
                 try:
-                    self.sock.sendall(data)
+                    self.sock.sendall(datas[0] if len(datas) == 1 else b"".join(datas))
                 except gevent.Timeout:
                     # Part of the command may be on the wire: the stream is unusable.
                     self._lost("write timed out")
                     raise
                 except OSError as exc:
                     self._lost(f"write failed: {exc}")
-            return result.get()
+            return [result.get() for result in results]
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
-            # The slot stays in the FIFO: the late reply will be consumed by it and dropped.
-            raise ESLTimeout(f"no reply within {timeout_s} s to {_first_line(data)!r}") from None
+            # The slots stay in the FIFO: the late replies will be consumed by them and dropped.
+            raise ESLTimeout(f"no reply within {timeout_s} s to {_first_line(datas[0])!r}") from None
         finally:
             timer.close()
 
@@ -297,10 +302,7 @@ class ESLClient:
     def command(self, text: str, headers: dict[str, str] | None = None,
                 timeout_s: float | None = None) -> str:
         """Send a raw command; returns its ``Reply-Text`` (or body, for an api/response)."""
-        frame = self._request(text, headers, timeout_s)
-        if frame.content_type == "api/response":
-            return frame.body.decode("utf-8", errors="replace")
-        return frame.headers.get("Reply-Text", "")
+        return _reply_text(self._request(text, headers, timeout_s))
 
     def api(self, command: str, timeout_s: float | None = None) -> str:
         """``api <command>``: the response body (e.g. ``+OK\\n``, ``-ERR No such channel!\\n``).
@@ -310,6 +312,16 @@ class ESLClient:
         a restricted user) comes back as that reply text.
         """
         return self.command(f"api {command}", timeout_s=timeout_s)
+
+    def api_many(self, commands: list[str], timeout_s: float | None = None) -> list[str]:
+        """``api`` for each command, written at once (one write, replies in order): their
+        response bodies. A later command runs even if an earlier one failed."""
+        datas = [wire.format_command(f"api {command}") for command in commands]
+        if not self._conn.established:
+            raise ESLDisconnected(self._conn.lost_reason or "not connected")
+        frames = self._conn.request_many(
+            datas, self.command_timeout_s if timeout_s is None else timeout_s)
+        return [_reply_text(frame) for frame in frames]
 
     def bgapi(self, command: str, job_uuid: str, timeout_s: float | None = None) -> str:
         """``bgapi <command>`` with ``Job-UUID: <job_uuid>``; returns the Reply-Text.
@@ -396,6 +408,13 @@ class ESLClient:
         if not reply.startswith("+OK"):
             raise ESLError(f"{text.split(' ', 1)[0]} refused: {reply}")
         return reply
+
+
+def _reply_text(frame: wire.Frame) -> str:
+    """An api/response's body, or a command/reply's Reply-Text."""
+    if frame.content_type == "api/response":
+        return frame.body.decode("utf-8", errors="replace")
+    return frame.headers.get("Reply-Text", "")
 
 
 def _first_line(data: bytes) -> str:

@@ -61,16 +61,17 @@ class JobFact:
 def event_ts(ev: Event) -> float:
     """The event's own time in seconds (Event-Date-Timestamp is in µs)."""
     try:
-        return int(ev.headers.get("Event-Date-Timestamp", "0")) / 1e6
+        return int(ev.get("Event-Date-Timestamp") or "0") / 1e6
     except ValueError:
         return 0.0
 
 
 def translate(ev: Event) -> ChannelFact | JobFact | None:
     """What an event tells fsctl, or None when it tells nothing we track."""
-    name = ev.headers.get("Event-Name", "")
+    get = ev.get  # decodes only the headers read here (fsctl.wire.Event)
+    name = get("Event-Name") or ""
     if name == "BACKGROUND_JOB":
-        job = ev.headers.get("Job-UUID")
+        job = get("Job-UUID")
         if not job:
             return None
         text = ev.body.strip()
@@ -78,18 +79,17 @@ def translate(ev: Event) -> ChannelFact | JobFact | None:
     kind = _KINDS.get(name)
     if kind is None:
         return None
-    h = ev.headers
-    uuid = h.get("Bridge-A-Unique-ID") if kind == "bridged" else None
-    uuid = uuid or h.get("Unique-ID")
+    uuid = get("Bridge-A-Unique-ID") if kind == "bridged" else None
+    uuid = uuid or get("Unique-ID")
     if not uuid:
         return None
-    cause = h.get("Hangup-Cause") if kind == "hangup" else None
+    cause = get("Hangup-Cause") if kind == "hangup" else None
     sip = disposition = None
     if kind == "hangup":
-        sip = h.get("variable_sip_term_status") or h.get("variable_sip_invite_failure_status")
-        disposition = h.get("variable_sip_hangup_disposition")
+        sip = get("variable_sip_term_status") or get("variable_sip_invite_failure_status")
+        disposition = get("variable_sip_hangup_disposition")
     return ChannelFact(
         uuid=uuid, kind=kind, ts=event_ts(ev),
-        callback_id=h.get("variable_fsctl_callback_id"), leg=h.get("variable_fsctl_leg"),
+        callback_id=get("variable_fsctl_callback_id"), leg=get("variable_fsctl_leg"),
         cause=cause, sip_status=sip, disposition=disposition,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 CALLBACK_STATES = ("queued", "dialing", "waiting", "bridged", "completed", "failed", "cancelled")
@@ -63,8 +63,10 @@ class Leg:
         return "dialed" in self.times and not self.awaiting_redial
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["from"] = d.pop("from_")
+        """A plain-data copy (``from_`` stored as ``from``); cheap: written on every change."""
+        d = {("from" if name == "from_" else name): getattr(self, name)
+             for name in self.__slots__}
+        d["times"] = dict(self.times)
         return d
 
     @classmethod
@@ -106,6 +108,7 @@ class Callback:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__ if k != "legs"}
         d["legs"] = {name: leg.to_dict() for name, leg in self.legs.items()}
+        d["history"] = [dict(entry) for entry in self.history]
         return d
 
     @classmethod

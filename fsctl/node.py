@@ -72,6 +72,13 @@ class NodeLink:
             raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
         return conn.api(command)
 
+    def api_many(self, commands: list[str]) -> list[str]:
+        """Several ``api`` commands in one write; their replies in order."""
+        conn = self.cmds
+        if conn is None or not self.up.is_set():
+            raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
+        return conn.api_many(commands)
+
     def bgapi(self, command: str, job_uuid: str) -> str:
         conn = self.cmds
         if conn is None or not self.up.is_set():

@@ -26,9 +26,9 @@ class Recorder:
         self._dirty.setdefault(cb.id, (cb, cb.state))
 
     def replace(self, cb: Callback) -> None:
-        """``cb`` was just read back (and written) by a compare-and-set: it supersedes any
-        older copy waiting here, and is written again at the next flush."""
-        self._dirty[cb.id] = (cb, cb.state)
+        """``cb`` was just read back and written by a compare-and-set: any older copy
+        waiting here is stale, and is not written (the next change marks ``cb`` again)."""
+        self._dirty.pop(cb.id, None)
 
     def ack_later(self, entry_id: str) -> None:
         self._to_ack.append(entry_id)
@@ -53,9 +53,7 @@ class Recorder:
         dirty, self._dirty = self._dirty, {}
         acks, self._to_ack = self._to_ack, []
         try:
-            self.store.save_many(list(dirty.values()))
-            for entry in acks:
-                self.store.ack(entry)
+            self.store.save_many(list(dirty.values()), acks)
         except redis.RedisError:
             for cb_id, item in dirty.items():
                 self._dirty.setdefault(cb_id, item)

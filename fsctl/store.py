@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 
 from .callback import Input, apply
@@ -103,6 +104,27 @@ return 0
 """
 
 
+# Compare-and-set of one record: written (with its index moves, as _queue_save does) only
+# if it still reads exactly as the copy the change was made on. One round trip, where
+# WATCH / GET / MULTI-EXEC take three. Returns 1 when written, 0 when it had changed.
+_SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+if ARGV[6] == '1' then redis.call('ZREM', KEYS[4], ARGV[4]) end
+if ARGV[7] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+end
+return 1
+"""
+SWAP_ATTEMPTS = 50
+"""Most reads of a record one compare-and-set makes before giving up (it kept changing)."""
+
+
 class Duplicate(StoreError):
     """The Idempotency-Key was used before: ``callback_id`` is what it created."""
 
@@ -167,8 +189,17 @@ class Keys:
         return f"{self.prefix}:idem:{owner or OPEN_OWNER}:{key}"
 
 
-def _dump(cb: Callback) -> str:
-    return json.dumps(cb.to_dict(), separators=(",", ":"))
+def _dump(cb: Callback) -> bytes:
+    """A record as compact JSON (orjson: the worker writes one on every change)."""
+    doc = cb.to_dict()
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:  # a lone surrogate: json escapes what orjson refuses
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _load(raw: str | bytes) -> Callback:
+    return Callback.from_dict(orjson.loads(raw))
 
 
 def connect(url: str) -> redis.Redis:
@@ -191,6 +222,7 @@ class Store:
         self.record_ttl_s = record_ttl_s
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
+        self._swap = client.register_script(_SWAP)
 
     # -- records ------------------------------------------------------------------
 
@@ -236,17 +268,21 @@ class Store:
 
     def get(self, callback_id: str) -> Callback | None:
         raw = self.r.get(self.keys.callback(callback_id))
-        return Callback.from_dict(json.loads(raw)) if raw else None
+        return _load(raw) if raw else None
 
     def save(self, cb: Callback, previous_state: str | None = None) -> None:
         """Write a record; move it between state indexes when its state changed."""
         self.save_many([(cb, previous_state)])
 
-    def save_many(self, items: list[tuple[Callback, str | None]]) -> None:
-        """Write records in one transaction, each moved between state indexes if needed."""
+    def save_many(self, items: list[tuple[Callback, str | None]],
+                  acks: list[str] | None = None) -> None:
+        """Write records in one transaction, each moved between state indexes if needed,
+        and acknowledge the jobs ``acks`` (of callbacks these records end) with them."""
         pipe = self.r.pipeline(transaction=True)
         for cb, previous_state in items:
             self._queue_save(pipe, cb, previous_state)
+        if acks:
+            pipe.xack(self.keys.jobs, GROUP, *acks)
         pipe.execute()
 
     def _queue_save(self, pipe: Any, cb: Callback, previous_state: str | None) -> None:
@@ -266,7 +302,7 @@ class Store:
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)
-                    cur = Callback.from_dict(json.loads(raw)) if raw else None
+                    cur = _load(raw) if raw else None
                     if cur is not None and cur.final and not cur.inferred:
                         return False
                     if cur is not None and not cb.final and cur.updated_at > cb.updated_at:
@@ -281,23 +317,21 @@ class Store:
     def update_if(self, callback_id: str, change: Callable[[Callback], bool]) -> Callback | None:
         """Compare-and-set: read, let ``change`` edit (return True to write), write if untouched."""
         key = self.keys.callback(callback_id)
-        while True:
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if not raw:
-                        return None
-                    cb = Callback.from_dict(json.loads(raw))
-                    before = cb.state
-                    if not change(cb):
-                        return cb
-                    pipe.multi()
-                    self._queue_save(pipe, cb, before)
-                    pipe.execute()
-                    return cb
-                except redis.WatchError:
-                    continue
+        for _ in range(SWAP_ATTEMPTS):
+            raw = self.r.get(key)
+            if not raw:
+                return None
+            cb = _load(raw)
+            before = cb.state
+            if not change(cb):
+                return cb
+            keys = [key, self.keys.state(before), self.keys.state(cb.state),
+                    self.keys.live(cb.owner)]
+            args = [raw, _dump(cb), self.record_ttl_s if cb.final else 0, cb.id,
+                    repr(cb.created_at), int(cb.final), int(before != cb.state)]
+            if self._swap(keys=keys, args=args):
+                return cb
+        raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
 
     def end_queued(self, callback_id: str, event: Input) -> tuple[Callback | None, bool]:
         """Apply ``event`` (a Cancel, an Expire) to a callback still queued, atomically, and
@@ -360,7 +394,7 @@ class Store:
                 last_score = score
                 if not raw:
                     continue
-                cb = Callback.from_dict(json.loads(raw))
+                cb = _load(raw)
                 if (owner is None or cb.owner == owner) and (state is None or cb.state == state):
                     out.append(cb)
                     if len(out) == limit:

@@ -42,19 +42,71 @@ def url_decode(value: str) -> str:
     return unquote(value, errors="replace")
 
 
-@dataclass(slots=True)
 class Event:
-    """One FreeSWITCH event: its headers (decoded) and its body, if any."""
+    """One FreeSWITCH event: its headers and its body, if any.
 
-    headers: dict[str, str]
-    body: str = ""
+    A parsed event keeps its header block as text and decodes only the headers asked
+    for (:meth:`get`): a CHANNEL_* event of a SIP leg carries 3–11 KB of channel
+    variables, of which fsctl reads a handful. The lookup keeps libesl's split-then-decode
+    rule: a header is only ever found at the start of a line of the raw block, and its
+    value is URL-decoded after it was cut out, so ``%0A`` in a value cannot forge one.
+    :attr:`headers` (every header, decoded) is built on first use.
+    """
+
+    __slots__ = ("_block", "_cache", "_headers", "body")
+
+    def __init__(self, headers: dict[str, str] | None = None, body: str = "", *,
+                 block: str | None = None) -> None:
+        self._headers = headers
+        self._block = block  # "\n" + the raw header block, when parsed from the wire
+        self._cache: dict[str, str | None] = {}
+        self.body = body
+
+    @classmethod
+    def from_block(cls, block: str, body: str = "") -> Event:
+        """An event over a raw (still URL-encoded) ``text/event-plain`` header block."""
+        return cls(None, body, block="\n" + block)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = parse_header_lines(self._block or "", decode=True)
+        return self._headers
 
     @property
     def name(self) -> str:
-        return self.headers.get("Event-Name", "")
+        return self.get("Event-Name") or ""
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
+        if self._headers is not None or self._block is None:
+            return self.headers.get(name, default)
+        try:
+            value = self._cache[name]
+        except KeyError:
+            value = self._cache[name] = _find_header(self._block, name)
+        return default if value is None else value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self.headers == other.headers and self.body == other.body
+
+    def __repr__(self) -> str:
+        return f"Event({self.name!r}, Unique-ID={self.get('Unique-ID')!r})"
+
+
+def _find_header(block: str, name: str) -> str | None:
+    """The decoded value of the last line of ``block`` ("\n" + raw lines) that starts
+    with ``name: ``; None when there is none. Same answer as :func:`parse_header_lines`."""
+    if ": " in name or "\n" in name:
+        return None  # never a header name after splitting on the first ": "
+    key = "\n" + name + ": "
+    at = block.rfind(key)
+    if at < 0:
+        return None
+    start = at + len(key)
+    end = block.find("\n", start)
+    return url_decode(block[start:] if end < 0 else block[start:end])
 
 
 @dataclass(slots=True)
@@ -87,19 +139,18 @@ def parse_header_lines(block: str, decode: bool) -> dict[str, str]:
 
 
 def parse_event_plain(body: bytes) -> Event:
-    """Parse the body of a ``text/event-plain`` frame."""
+    """Parse the body of a ``text/event-plain`` frame (headers decoded when read)."""
     text = body.decode("utf-8", errors="replace")
     head, sep, rest = text.partition("\n\n")
-    headers = parse_header_lines(head, decode=True)
-    inner = ""
-    if sep and "Content-Length" in headers:
+    event = Event.from_block(head)
+    length_text = event.get("Content-Length")
+    if sep and length_text is not None:
         try:
-            length = int(headers["Content-Length"])
+            length = int(length_text)
         except ValueError as exc:
-            raise ProtocolError(f"bad inner Content-Length {headers['Content-Length']!r}") from exc
-        inner_bytes = rest.encode("utf-8")[:length]
-        inner = inner_bytes.decode("utf-8", errors="replace")
-    return Event(headers=headers, body=inner)
+            raise ProtocolError(f"bad inner Content-Length {length_text!r}") from exc
+        event.body = rest.encode("utf-8")[:length].decode("utf-8", errors="replace")
+    return event
 
 
 def parse_event_json(body: bytes) -> Event:

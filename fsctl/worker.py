@@ -62,8 +62,9 @@ from .wire import Event
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 0.02
-"""How often changed records are written to Redis in one pipeline."""
+FLUSH_INTERVAL_S = 0.05
+"""How often changed records are written to Redis in one pipeline (a record is at most
+this much behind the worker; a leg's record is always written before its originate)."""
 JOB_BLOCK_MS = 1000
 """Longest one XREADGROUP waits for a job."""
 JOB_BATCH = 50
@@ -223,13 +224,13 @@ class Worker:
             self.intake.take_all(entries)
 
     def adopt(self, cb: Callback, entry_id: str | None) -> None:
+        """``cb`` is live here now, as Redis holds it (just written by a compare-and-set)."""
         self.live[cb.id] = cb
         if entry_id:
             self.entries[cb.id] = entry_id
         for name, leg in cb.legs.items():
             self.by_uuid[leg.uuid] = (cb.id, name)
             self.by_job[leg.job_uuid] = (cb.id, name)
-        self.recorder.mark(cb)
 
     def replace(self, cb: Callback) -> None:
         """``cb`` is the fresh copy of a live callback's record (read back from Redis)."""
@@ -421,12 +422,7 @@ class Worker:
                                                           self.settings.ringback))
             log.info("callback %s: ringback to leg %s: %s", cb.id, action.leg, reply.strip())
         elif isinstance(action, Bridge):
-            reply = self.link.api(commands.uuid_bridge(action.a_uuid, action.b_uuid))
-            log.info("callback %s: bridge: %s", cb.id, reply.strip())
-            if not reply.startswith("+OK"):
-                self.feed(cb, CommandFailed("bridge", reply.strip(), self.clock()))
-                return
-            self._bound_talk_time(cb, (action.a_uuid, action.b_uuid))
+            self._bridge(cb, action)
         elif isinstance(action, Kill):
             reply = self.link.api(commands.uuid_kill(action.uuid, action.cause))
             log.info("callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause,
@@ -440,16 +436,24 @@ class Worker:
             if entry:
                 self.recorder.ack_later(entry)
 
-    def _bound_talk_time(self, cb: Callback, uuids: tuple[str, str]) -> None:
-        """Have FreeSWITCH itself end the call after max_talk_s, fsctl alive or not (the
-        sweep enforces it too, so a failure here is only logged)."""
-        for uuid in uuids:
-            try:
-                reply = self.link.api(commands.sched_hangup(uuid, self.settings.max_talk_s))
-            except ESLError as exc:
-                reply = str(exc)
+    def _bridge(self, cb: Callback, action: Bridge) -> None:
+        """``uuid_bridge``, and in the same write the :meth:`_talk_bounds` of both legs."""
+        uuids = (action.a_uuid, action.b_uuid)
+        bounds = self._talk_bounds(uuids)
+        bridge, *bounded = self.link.api_many([commands.uuid_bridge(*uuids), *bounds])
+        log.info("callback %s: bridge: %s", cb.id, bridge.strip())
+        if not bridge.startswith("+OK"):
+            self.feed(cb, CommandFailed("bridge", bridge.strip(), self.clock()))
+            return
+        for command, reply in zip(bounds, bounded, strict=True):
             if not reply.startswith("+OK"):
-                log.warning("callback %s: sched_hangup %s: %s", cb.id, uuid, reply.strip())
+                log.warning("callback %s: %s: %s", cb.id, command, reply.strip())
+
+    def _talk_bounds(self, uuids: tuple[str, str]) -> list[str]:
+        """``sched_hangup`` of each leg: FreeSWITCH itself ends the call after max_talk_s,
+        fsctl alive or not (the sweep enforces it too, so a refusal is only logged; sent
+        after a bridge that failed, it is harmless: the legs are being hung up anyway)."""
+        return [commands.sched_hangup(uuid, self.settings.max_talk_s) for uuid in uuids]
 
     def send_originate(self, cb: Callback, name: str) -> None:
         """Send leg ``name``'s originate now (the dispatcher's slot); failures end the call."""

@@ -309,7 +309,7 @@ def test_freeswitch_hangs_up_a_call_bridged_longer_than_max_talk_s(bounded_talk)
 
 @pytest.mark.freeswitch
 def test_the_sweep_hangs_it_up_when_freeswitch_was_not_asked_to(bounded_talk) -> None:
-    bounded_talk.worker._bound_talk_time = lambda cb, uuids: None  # sched_hangup never sent
+    bounded_talk.worker._talk_bounds = lambda uuids: []  # sched_hangup never sent
     final = talk_until_the_bound(bounded_talk)
     reasons = [h.get("reason") for h in final["history"] if h["event"] == "hangup_requested"]
     assert "max_talk_time" in reasons

@@ -18,11 +18,13 @@ from support import fixtures_dir
 
 from fsctl.errors import UnsafeCommand
 from fsctl.wire import (
+    Event,
     FrameReader,
     encode_api_response,
     encode_event_plain,
     encode_reply,
     format_command,
+    parse_header_lines,
     url_decode,
     url_encode,
 )
@@ -86,6 +88,16 @@ HOSTILE_VALUES = [
 def test_encoded_newline_in_a_value_forges_nothing(wire_value: str, chunk: int) -> None:
     frame = event_frame(base_lines(wire_value.encode()))
     data = frame + NEXT_REPLY
+    # what the worker reads: single headers looked up in the raw block, never a full parse
+    (lazy, _next) = FrameReader().feed(data)
+    assert lazy.event is not None
+    assert lazy.event.get("Event-Name") == "CHANNEL_ANSWER"
+    assert lazy.event.get("Unique-ID") == CALL
+    assert lazy.event.get("variable_fsctl_leg") == "A"
+    assert lazy.event.get("Caller-Caller-ID-Name") == url_decode(wire_value)
+    for forged in ("Content-Length", "Content-Type", "X", "forged", "hello"):
+        assert lazy.event.get(forged) is None
+    assert lazy.event.body == ""
     reader = FrameReader()
     if chunk == 0:
         frames = reader.feed(data)
@@ -119,6 +131,8 @@ def test_encoded_newline_before_a_body_keeps_the_body(wire_value: str) -> None:
     assert len(frames) == 2
     event = frames[0].event
     assert event is not None
+    assert event.get("Job-UUID") == CALL and event.get("Event-Name") == "BACKGROUND_JOB"
+    assert event.get("Job-Command-Arg") == url_decode(wire_value)
     assert set(event.headers) == {"Event-Name", "Job-UUID", "Job-Command", "Job-Command-Arg",
                                   "Content-Length"}
     assert event.headers["Event-Name"] == "BACKGROUND_JOB"
@@ -171,6 +185,29 @@ def test_encode_then_parse_round_trips_in_any_chunking(headers: dict[str, str], 
             expected["Content-Length"] = str(len(body.encode("utf-8")))
         assert got.event.headers == expected
         assert got.event.body == (body or "")
+
+
+RAW_LINE = st.one_of(
+    st.builds(lambda n, v: f"{n}: {v}", HEADER_NAME | st.sampled_from(["Event-Name", "a: b"]),
+              st.text(alphabet="ab:% \r\t%0A\u00e9", max_size=12)),
+    st.text(alphabet="ab: %\r", max_size=8),  # lines with and without ": "
+)
+
+
+@FAST
+@given(lines=st.lists(RAW_LINE, max_size=12), extra=st.lists(HEADER_NAME, max_size=4))
+def test_a_header_looked_up_in_the_raw_block_is_what_the_full_parse_says(
+        lines: list[str], extra: list[str]) -> None:
+    """Event.get() (the worker's path) agrees with split-then-decode for every name: the
+    last line of that name wins, lines without ": " count for nothing, values decode."""
+    block = "\n".join(lines)
+    full = parse_header_lines(block, decode=True)
+    lazy = Event.from_block(block)
+    names = set(full) | set(extra) | {"Event-Name", "a", "a: b", ""}
+    names |= {line.partition(": ")[2] for line in lines}
+    for name in names:
+        assert lazy.get(name) == full.get(name), name
+    assert lazy.headers == full
 
 
 @FAST
