@@ -351,3 +351,20 @@ def test_early_media_and_a_cancelled_invite_on_a_profile_without_recordings_of_t
         assert names - requested - FREESWITCH_VARIABLES == set()
     finally:
         simulator.stop()
+
+
+def test_park_timeout_ends_with_the_park(sim: Simulator) -> None:
+    """park_timeout is the park application's: a leg bridged out of park outlives it, a leg
+    left parked is hung up by it (switch_ivr_park)."""
+    client = connect(sim.port, PW, "plain ALL")
+    a = originate(client, "A", "null/9001", extra=",park_timeout=1")
+    b = originate(client, "B", "null/9002", extra=",park_timeout=1")
+    left = originate(client, "A", "null/9003", cb="cb2", extra=",park_timeout=1")
+    for leg in (a, b, left):
+        wait_event(client, "CHANNEL_PARK", leg)
+    assert client.api(f"uuid_bridge {a} {b}") == f"+OK {b}\n"
+    wait_event(client, "CHANNEL_HANGUP", left, timeout=3)
+    gevent.sleep(1.2)  # past every park_timeout armed above
+    assert a in sim.channels and b in sim.channels and left not in sim.channels
+    assert not any(e.name == "CHANNEL_HANGUP" and e.get("Unique-ID") in (a, b)
+                   for e in client.events())

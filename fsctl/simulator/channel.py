@@ -89,6 +89,7 @@ class Channel:
         self.playback_started_at = 0.0  # time.monotonic() of the playback's start
         self.pending_apps: list[tuple[str, str]] = []
         self.timers: list[Greenlet[Any, Any]] = []
+        self.park_timer: Greenlet[Any, Any] | None = None  # park_timeout's, while parked
         self._id_seg: Segment | None = None
         self._codec_seg: Segment | None = None
         self._caller_seg: Segment | None = None

@@ -362,6 +362,7 @@ class CallModel(AppsMixin):
         if secs > 0:
             self.later(ch, self.timeout_delay(secs),
                        lambda c: self.hangup(c, normalize_cause(cause)))
+            ch.park_timer = ch.timers[-1]
 
     # ---- bridge --------------------------------------------------------------------------
 
@@ -375,6 +376,10 @@ class CallModel(AppsMixin):
             self.stop_playback(ch)
         if ch.parked:
             if ch.app == "park":
+                # park_timeout is park's own: a leg that leaves park (uuid_bridge) keeps no timer
+                timer, ch.park_timer = ch.park_timer, None
+                if timer is not None and timer is not gevent.getcurrent():
+                    timer.kill(block=False)
                 ch.del_vars(*corevars.PLAYBACK_LOOP_VARS)
                 self.emit(ch, "CHANNEL_UNPARK", True)
             self._exec_complete(ch, ch.app, ch.app_data, ch.app_response)

@@ -94,6 +94,8 @@ START_S = 20.0
 POLL_S = 0.4
 """How often waits look again (and report progress)."""
 STOCK = HERE / "stock_controller.py"
+FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+STAGES = ("sustained", "curve_fsctl", "memory", "curve_stock")
 
 
 # ---- the simulator's trace ---------------------------------------------------------------
@@ -293,6 +295,22 @@ def wait_until(what: Callable[[], int], target: int, timeout_s: float, stack: St
     return value, time.monotonic() - t0
 
 
+def drain(stack: Stack, ids: list[str], final0: int, report: Callable[[int], None]
+          ) -> tuple[int, float, dict[str, tuple[str, float]]]:
+    """Wait (at most :data:`DRAIN_S`) until every one of ``ids`` is final: the state indexes
+    first (cheap), then each record. (finals, seconds waited, the records)."""
+    t0 = time.monotonic()
+    while True:
+        _, _ = wait_until(stack.final_count, final0 + len(ids), DRAIN_S - (time.monotonic() - t0),
+                          stack, report)
+        records = stack.records(ids)
+        final = sum(1 for state, _ in records.values() if state in FINAL_STATES)
+        if final >= len(ids) or time.monotonic() - t0 >= DRAIN_S:
+            return final, time.monotonic() - t0, records
+        report(final0 + final)
+        gevent.sleep(1.0)
+
+
 def post_load(stack: Stack, stage: str, rate: float, count: int, base: int,
               progress: Progress | None) -> tuple[LoadResult, float]:
     """Open-loop POSTs; the load generator's (this process's) CPU seconds alongside."""
@@ -322,10 +340,9 @@ def run_step(stack: Stack, stage: str, rate: float, seconds: float, base: int,
         if progress is not None:
             progress(f"{stage} drain", value - final0, accepted, {"rate": rate,
                                                                  "final": value - final0})
-    final, drain_s = wait_until(stack.final_count, final0 + accepted, DRAIN_S, stack, report)
+    final, drain_s, records = drain(stack, res.ids, final0, report)
     cpu = meter.stop()
     cpu["loadgen"] = loadgen_cpu
-    records = stack.records(res.ids)
     completed = [cid for cid, (state, _) in records.items() if state == "completed"]
     deadline = time.monotonic() + TRACE_WAIT_S
     while True:
@@ -441,24 +458,33 @@ def memory(root: Path, spec: dict[str, float], progress: Progress | None) -> dic
         stack.stop()
 
 
-def controller_run(kind: str, root: Path, quick: bool, progress: Progress | None,
-                   sustained: dict[str, float] | None) -> dict[str, Any]:
-    """A fresh stack for ``kind``: the sustained run (fsctl only), then the rate curve."""
-    stack = Stack(kind, TALK_S, root)
-    out: dict[str, Any] = {}
+def sustained_run(root: Path, spec: dict[str, float],
+                  progress: Progress | None) -> dict[str, Any]:
+    """fsctl at one offered rate for a while, on a fresh stack."""
+    stack = Stack("fsctl", TALK_S, root)
     try:
         stack.start()
         numbers = Numbers()
         warm_up(stack, numbers)
-        if sustained is not None:
-            rate, seconds = sustained["rate"], sustained["seconds"]
-            out["sustained"] = run_step(stack, "sustained", rate, seconds,
-                                        numbers.take(round(rate * seconds) + 1), progress)
-        out["curve"] = curve(stack, kind, CURVE_RATES_QUICK if quick else CURVE_RATES,
-                             CURVE_S_QUICK if quick else CURVE_S, numbers, progress)
+        rate, seconds = spec["rate"], spec["seconds"]
+        return run_step(stack, "sustained", rate, seconds,
+                        numbers.take(round(rate * seconds) + 1), progress)
     finally:
         stack.stop()
-    return out
+
+
+def curve_run(kind: str, root: Path, quick: bool,
+              progress: Progress | None) -> list[dict[str, Any]]:
+    """The rate curve of ``kind`` (fsctl or stock) on a fresh stack."""
+    stack = Stack(kind, TALK_S, root)
+    try:
+        stack.start()
+        numbers = Numbers()
+        warm_up(stack, numbers)
+        return curve(stack, kind, CURVE_RATES_QUICK if quick else CURVE_RATES,
+                     CURVE_S_QUICK if quick else CURVE_S, numbers, progress)
+    finally:
+        stack.stop()
 
 
 def highest_held(points: list[dict[str, Any]]) -> float | None:
@@ -479,28 +505,37 @@ def ratio(fsctl_points: list[dict[str, Any]], stock_points: list[dict[str, Any]]
             "note": "a lower bound when fsctl held the curve's top rate" if f == top else ""}
 
 
-def run(quick: bool = False, progress: Progress | None = None,
-        rate: float | None = None) -> dict[str, Any]:
-    """Every stage; returns the figures (see the module's docstring)."""
+def run(quick: bool = False, progress: Progress | None = None, rate: float | None = None,
+        stages: tuple[str, ...] = STAGES, keep: bool = False) -> dict[str, Any]:
+    """The stages (all by default); returns the figures (see the module's docstring).
+    ``keep`` leaves the processes' logs and traces in the temporary directory."""
     root = Path(tempfile.mkdtemp(prefix="simpipe-"))
     sustained = dict(SUSTAINED_QUICK if quick else SUSTAINED)
     if rate is not None:
         sustained["rate"] = rate
+    result: dict[str, Any] = {
+        "quick": quick, "route": "user/{to} (SIP-like legs: real-size sofia events)",
+        "answer_delay_s": ANSWER_DELAY_S, "talk_s": TALK_S, "hold_bounds": HOLD_BOUNDS,
+        "dispatch_from": "the callback record's created_at in Redis (set by the API)"}
     try:
-        result: dict[str, Any] = {"quick": quick, "route": "user/{to} (SIP-like legs, real-size "
-                                  "sofia events)", "answer_delay_s": ANSWER_DELAY_S,
-                                  "talk_s": TALK_S, "hold_bounds": HOLD_BOUNDS,
-                                  "dispatch_from": "the record's created_at in Redis"}
-        fsctl = controller_run("fsctl", root, quick, progress, sustained)
-        result["sustained"] = fsctl["sustained"]
-        result["curve_fsctl"] = fsctl["curve"]
-        result["memory"] = memory(root, MEMORY_QUICK if quick else MEMORY, progress)
-        result["curve_stock"] = controller_run("stock", root, quick, progress, None)["curve"]
-        top = float(max(CURVE_RATES_QUICK if quick else CURVE_RATES))
-        result["ratio_at_equal_p99"] = ratio(result["curve_fsctl"], result["curve_stock"], top)
+        if "sustained" in stages:
+            result["sustained"] = sustained_run(root, sustained, progress)
+        if "curve_fsctl" in stages:
+            result["curve_fsctl"] = curve_run("fsctl", root, quick, progress)
+        if "memory" in stages:
+            result["memory"] = memory(root, MEMORY_QUICK if quick else MEMORY, progress)
+        if "curve_stock" in stages:
+            result["curve_stock"] = curve_run("stock", root, quick, progress)
+        if "curve_fsctl" in stages and "curve_stock" in stages:
+            top = float(max(CURVE_RATES_QUICK if quick else CURVE_RATES))
+            result["ratio_at_equal_p99"] = ratio(result["curve_fsctl"], result["curve_stock"],
+                                                 top)
         return result
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if keep:
+            print(f"simpipe: logs and traces kept in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- the table ---------------------------------------------------------------------------
@@ -511,7 +546,23 @@ def _fmt(v: Any) -> str:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    s = result["sustained"]
+    if "sustained" in result:
+        print_sustained(result["sustained"])
+    for label in ("fsctl", "stock"):
+        if f"curve_{label}" in result:
+            print_curve(label, result[f"curve_{label}"])
+    if "memory" in result:
+        m = result["memory"]
+        print(f"memory: {m['bridged']} bridged of {m['callbacks']}: worker RSS "
+              f"{m['worker_rss_before_mb']} -> {m['worker_rss_after_mb']} MB "
+              f"(+{m['worker_growth_mb']} MB, {m['worker_kb_per_callback']} KB/callback)")
+    if "ratio_at_equal_p99" in result:
+        r = result["ratio_at_equal_p99"]
+        print(f"ratio at equal p99: fsctl {r['fsctl_rate']}/s vs stock {r['stock_rate']}/s -> "
+              f"{r['ratio']} {r['note']}")
+
+
+def print_sustained(s: dict[str, Any]) -> None:
     print(f"sustained {s['offered_per_s']}/s for {s['seconds']} s: accepted {s['accepted']}, "
           f"completed {s['completed']}, lost {s['lost']}, {s['completed_per_s']} completed/s, "
           f"drain {s['drain_s']} s")
@@ -521,20 +572,15 @@ def print_table(result: dict[str, Any]) -> None:
               f"max {_fmt(lat['max_ms']):>8} ms  (n {lat['n']})")
     print("  CPU ms/callback: " + ", ".join(f"{k} {v}" for k, v in
                                            s["cpu_ms_per_callback"].items()))
-    for label in ("fsctl", "stock"):
-        print(f"curve {label}: rate  completed/s  lost  p99 api  p99 dispatch  p99 bridge  holds")
-        for p in result[f"curve_{label}"]:
-            print(f"  {p['offered_per_s']:>10}  {_fmt(p['completed_per_s']):>11}  "
-                  f"{p['lost']:>4}  {_fmt(p['api_latency']['p99_ms']):>7}  "
-                  f"{_fmt(p['dispatch_latency']['p99_ms']):>12}  "
-                  f"{_fmt(p['bridge_latency']['p99_ms']):>10}  {p['holds']}")
-    m = result["memory"]
-    print(f"memory: {m['bridged']} bridged of {m['callbacks']}: worker RSS "
-          f"{m['worker_rss_before_mb']} -> {m['worker_rss_after_mb']} MB "
-          f"(+{m['worker_growth_mb']} MB, {m['worker_kb_per_callback']} KB/callback)")
-    r = result["ratio_at_equal_p99"]
-    print(f"ratio at equal p99: fsctl {r['fsctl_rate']}/s vs stock {r['stock_rate']}/s -> "
-          f"{r['ratio']} {r['note']}")
+
+
+def print_curve(label: str, points: list[dict[str, Any]]) -> None:
+    print(f"curve {label}: rate  completed/s  lost  p99 api  p99 dispatch  p99 bridge  holds")
+    for p in points:
+        print(f"  {p['offered_per_s']:>10}  {_fmt(p['completed_per_s']):>11}  "
+              f"{p['lost']:>4}  {_fmt(p['api_latency']['p99_ms']):>7}  "
+              f"{_fmt(p['dispatch_latency']['p99_ms']):>12}  "
+              f"{_fmt(p['bridge_latency']['p99_ms']):>10}  {p['holds']}")
 
 
 def main() -> int:
@@ -542,6 +588,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (seconds)")
     parser.add_argument("--rate", type=float, default=None, help="sustained rate (default 500)")
     parser.add_argument("--json-only", action="store_true")
+    parser.add_argument("--only", action="append", choices=STAGES,
+                        help="run only this stage (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and traces")
     args = parser.parse_args()
     last = [0.0]
 
@@ -549,7 +598,8 @@ def main() -> int:
         if time.monotonic() - last[0] > 2.0:
             last[0] = time.monotonic()
             print(f"  .. {stage}: {done}/{total} {info}", file=sys.stderr, flush=True)
-    result = run(quick=args.quick, progress=progress, rate=args.rate)
+    result = run(quick=args.quick, progress=progress, rate=args.rate,
+                 stages=tuple(args.only) if args.only else STAGES, keep=args.keep)
     if not args.json_only:
         print_table(result)
     print(json.dumps(result, indent=1))
