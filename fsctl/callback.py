@@ -106,11 +106,18 @@ class Bridge:
     b_uuid: str
 
 
+BRIDGE_SURVIVOR_GRACE_S = 2.0
+"""How long the survivor of a bridge is left to FreeSWITCH (``hangup_after_bridge`` hangs it
+up within milliseconds) before fsctl kills it itself."""
+
+
 @dataclass(frozen=True, slots=True)
 class Kill:
     leg: str
     uuid: str
     cause: str
+    after_s: float = 0.0
+    """Only if the leg is still up this long from now (0: at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,14 +261,15 @@ def stamp(leg: Leg, stage: str, ts: float) -> None:
             leg.times[s] = ts
 
 
-def _kill(cb: Callback, name: str, cause: str | None = None) -> list[Action]:
+def _kill(cb: Callback, name: str, cause: str | None = None,
+          after_s: float = 0.0) -> list[Action]:
     leg = cb.legs[name]
     if not leg.alive:
         return []
     leg.kills += 1
     if cause is None:
         cause = "NORMAL_CLEARING" if "answered" in leg.times else "ORIGINATOR_CANCEL"
-    return [Kill(name, leg.uuid, cause)]
+    return [Kill(name, leg.uuid, cause, after_s)]
 
 
 def _start(cb: Callback, ts: float) -> list[Action]:
@@ -403,7 +411,10 @@ def _progress(cb: Callback, ts: float) -> list[Action]:
         if "bridged" in leg.times or cb.state == "bridged":
             bridged_at = min(x.times.get("bridged", ts) for x in (a, b))
             cb.talk_time_s = round(max(0.0, leg.times["hungup"] - bridged_at), 3)
-            return _kill(cb, peer, "NORMAL_CLEARING") + _finish(cb, "completed", "completed", ts)
+            # FreeSWITCH hangs the peer up itself when the bridge it was in ends
+            grace = BRIDGE_SURVIVOR_GRACE_S if "bridged" in cb.legs[peer].times else 0.0
+            return (_kill(cb, peer, "NORMAL_CLEARING", grace)
+                    + _finish(cb, "completed", "completed", ts))
         outcome = failure_outcome(cb, name)
         return _kill(cb, peer) + _finish(cb, "failed", outcome, ts)
 

@@ -107,6 +107,7 @@ class Worker:
         self._greenlets: list[gevent.Greenlet] = []
         self._ended: dict[str, Callback] = {}
         self._ended_order: deque[tuple[float, str]] = deque()
+        self._late_kills: deque[tuple[float, str, Kill]] = deque()  # in due order
         self._clock_offset: float | None = None
         self._clock_at = 0.0
 
@@ -423,6 +424,8 @@ class Worker:
             log.info("callback %s: ringback to leg %s: %s", cb.id, action.leg, reply.strip())
         elif isinstance(action, Bridge):
             self._bridge(cb, action)
+        elif isinstance(action, Kill) and action.after_s > 0:
+            self._late_kills.append((time.monotonic() + action.after_s, cb.id, action))
         elif isinstance(action, Kill):
             reply = self.link.api(commands.uuid_kill(action.uuid, action.cause))
             log.info("callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause,
@@ -498,6 +501,7 @@ class Worker:
             try:
                 self.flush()
                 self._retry_pending_originates()
+                self._late_kill_survivors()
             except redis.RedisError as exc:
                 log.warning("worker %s: redis write failed, will retry: %s", self.name, exc)
                 self.stopping.wait(REDIS_RETRY_S)
@@ -510,6 +514,19 @@ class Worker:
                     or cb.legs[name].job_result is not None:
                 continue
             self.execute(cb, [Originate(name)])
+
+    def _late_kill_survivors(self) -> None:
+        """Kill the legs a ``Kill(after_s=…)`` left to FreeSWITCH that are still up."""
+        now = time.monotonic()
+        while self._late_kills and self._late_kills[0][0] <= now:
+            _due, cb_id, action = self._late_kills.popleft()
+            cb = self.live.get(cb_id) or self._ended.get(cb_id)
+            if cb is None or cb.legs[action.leg].uuid != action.uuid \
+                    or cb.legs[action.leg].state == "hungup":
+                continue
+            log.warning("callback %s: leg %s still up %.0fs after its bridge ended: killing it",
+                        cb.id, action.leg, action.after_s)
+            self.execute(cb, [Kill(action.leg, action.uuid, action.cause)])
 
     def flush(self) -> None:
         """Write every changed record (and ack finished jobs) in one go."""

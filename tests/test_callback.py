@@ -9,6 +9,7 @@ import random
 import pytest
 
 from fsctl.callback import (
+    BRIDGE_SURVIVOR_GRACE_S,
     Bridge,
     Broadcast,
     Cancel,
@@ -64,7 +65,9 @@ def test_sequential_a_first_happy_path() -> None:
     assert acts == [] and cb.state == "bridged"
     assert cb.legs["A"].state == cb.legs["B"].state == "bridged"
     acts = run(cb, [LegSignal("B", "hangup", 12.6, cause="NORMAL_CLEARING")])
-    assert acts == [Kill("A", UA, "NORMAL_CLEARING"), Finished("completed", "completed")]
+    # FreeSWITCH hangs the survivor up itself: fsctl kills it only if it is still up later
+    assert acts == [Kill("A", UA, "NORMAL_CLEARING", BRIDGE_SURVIVOR_GRACE_S),
+                    Finished("completed", "completed")]
     assert cb.state == "completed" and cb.talk_time_s == 10.0
     # the surviving leg's own hangup is recorded but changes nothing
     assert run(cb, [LegSignal("A", "hangup", 12.7, cause="NORMAL_CLEARING")]) == []
