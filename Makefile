@@ -2,6 +2,7 @@
 # Both set up everything they need themselves (virtualenv, packages, a redis-server binary).
 # `make test-freeswitch` runs what FreeSWITCH decides against a real FreeSWITCH it starts itself
 # (needs `freeswitch` and `sipp` on PATH: ../shared/freeswitch/install.sh installs both).
+# `make bench` measures speed on both (tests/bench/run.py); tests never time anything.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -39,6 +40,13 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+# Both parts of the benchmark: real FreeSWITCH (when freeswitch and sipp are on PATH) and the
+# simulator pipeline; a table, var/bench/bench.{json,md,png}. BENCH_ARGS=--publish updates the
+# copy the README shows (tests/bench/results/); BENCH_ARGS=--quick is the smoke run.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python tests/bench/run.py $(BENCH_ARGS)
 
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)

@@ -32,7 +32,7 @@ result are looked at, by ``bytes.find`` on the raw body. Nothing is URL-decoded.
 
 starts its own FreeSWITCH (tests/realfs.py, sessions-per-second lifted) and sipp switchboard and
 prints the result; ``--esl-port``/``--password``/``--sip-port`` run it against a running one
-(tests/bench/realfs.py does, in a child process whose CPU time it measures).
+(tests/bench/realfs_part.py does, in a child process whose CPU time it measures).
 """
 
 from __future__ import annotations
@@ -412,7 +412,7 @@ def run(esl_port: int, password: str, sip_port: int, rate: float = 20, seconds: 
 
 
 def _child(args: argparse.Namespace) -> int:
-    """Against a running FreeSWITCH, driven over stdin/stdout by tests/bench/realfs.py:
+    """Against a running FreeSWITCH, driven over stdin/stdout by tests/bench/realfs_part.py:
     ``{"ready": …}`` after the warm-up, waits for a line, runs (``{"progress": …}`` lines),
     prints ``{"result": …}`` and waits for stdin to close (so its CPU time can be read)."""
     def say(doc: dict[str, Any]) -> None:

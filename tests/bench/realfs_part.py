@@ -1,6 +1,6 @@
 """Benchmark on a real FreeSWITCH: CPU per callback of fsctl and of a raw-ESL baseline.
 
-    .venv/bin/python tests/bench/realfs.py [--rate 20] [--seconds 20] [--json]
+    .venv/bin/python tests/bench/realfs_part.py [--rate 20] [--seconds 20] [--json]
 
 Needs ``freeswitch`` (1.11) and ``sipp`` on PATH (else :class:`Unavailable`). Starts one
 FreeSWITCH on the benchmark's own copy of ``freeswitch-conf/`` (tests/realfs.py) with
