@@ -60,6 +60,7 @@ class Dispatcher:
         """Originates sent (for the logs and the benchmark)."""
         self._legs: deque[tuple[str, str, str]] = deque()
         self._starts: deque[str] = deque()
+        self._start_known: dict[str, bytes | str | None] = {}  # the record as claimed
         self._queued: set[tuple[str, str, str]] = set()
         self._work = GEvent()
 
@@ -98,9 +99,11 @@ class Dispatcher:
 
     # -- queues ----------------------------------------------------------------------
 
-    def start_later(self, callback_id: str) -> None:
-        """A claimed, still queued callback: start it when its first originate can go."""
+    def start_later(self, callback_id: str, known: bytes | str | None = None) -> None:
+        """A claimed, still queued callback: start it when its first originate can go
+        (``known``: its record as the claim wrote it, so the start needs no read)."""
         self._starts.append(callback_id)
+        self._start_known[callback_id] = known
         self._work.set()
 
     def originate_later(self, cb: Callback, name: str) -> None:
@@ -187,6 +190,7 @@ class Dispatcher:
     def _start(self, callback_id: str) -> None:
         """Start a claimed callback: Start (or Expire) applied to its record atomically."""
         w = self.w
+        known = self._start_known.pop(callback_id, None)
         mine = w.live.get(callback_id)
         if mine is None or mine.final:
             return  # ended here meanwhile (a cancel this worker heard; its write may be pending)
@@ -204,7 +208,7 @@ class Dispatcher:
                 actions.extend(apply(cb, Start(now)))
             return True
 
-        fresh = w.store.update_if(callback_id, start)
+        fresh, _ = w.store.swap(callback_id, start, known)
         if fresh is None or not actions:
             w.drop(callback_id)  # cancelled (or gone) before it was dialled
             return

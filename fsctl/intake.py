@@ -91,7 +91,7 @@ class Intake:
             cb.worker, cb.job_id = self.w.name, entry_id
             return True
 
-        cb = self.w.store.update_if(callback_id, claim)
+        cb, raw = self.w.store.swap(callback_id, claim)
         if cb is None:
             self.w.store.dead_letter(entry_id, fields, f"no callback record {callback_id!r}")
             return
@@ -104,12 +104,13 @@ class Intake:
         self.w.adopt(cb, entry_id)
         if cb.state == "queued":
             log.info("callback %s: claimed job %s", cb.id, entry_id)
-            self.w.dispatcher.start_later(cb.id)
-        else:
-            log.warning("callback %s: adopting (state %s) from a previous worker", cb.id, cb.state)
-            if self.w.link.core_uuid is not None:
-                self.w.recovery.reconcile_one(cb, self.w.link.core_uuid, self.w.clock())
-            self.w.resume_dialing(cb)
+            # (a queued callback is cancelled by the API in its record: the start sees it)
+            self.w.dispatcher.start_later(cb.id, raw)
+            return
+        log.warning("callback %s: adopting (state %s) from a previous worker", cb.id, cb.state)
+        if self.w.link.core_uuid is not None:
+            self.w.recovery.reconcile_one(cb, self.w.link.core_uuid, self.w.clock())
+        self.w.resume_dialing(cb)
         # Checked once the callback is live here: a cancel asked for before that was not
         # heard on the control stream (no worker had it), one asked for after it will be.
         if self.w.store.cancel_requested(cb.id):

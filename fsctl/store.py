@@ -316,21 +316,36 @@ class Store:
 
     def update_if(self, callback_id: str, change: Callable[[Callback], bool]) -> Callback | None:
         """Compare-and-set: read, let ``change`` edit (return True to write), write if untouched."""
+        return self.swap(callback_id, change)[0]
+
+    def swap(self, callback_id: str, change: Callable[[Callback], bool],
+             known: bytes | str | None = None) -> tuple[Callback | None, bytes | str | None]:
+        """:meth:`update_if`, also returning the record as Redis now holds it (what to pass
+        as ``known`` next time). With ``known`` (the record as this process last wrote
+        it) the first try needs no read: one round trip when nobody changed it since."""
         key = self.keys.callback(callback_id)
+        raw = known
         for _ in range(SWAP_ATTEMPTS):
-            raw = self.r.get(key)
-            if not raw:
-                return None
+            if raw is None:
+                raw = self.r.get(key)
+                if not raw:
+                    return None, None
             cb = _load(raw)
             before = cb.state
             if not change(cb):
-                return cb
+                if known is not None and raw is known:
+                    raw = None  # judged on a copy that may be stale: read it and judge again
+                    known = None
+                    continue
+                return cb, raw
+            new = _dump(cb)
             keys = [key, self.keys.state(before), self.keys.state(cb.state),
                     self.keys.live(cb.owner)]
-            args = [raw, _dump(cb), self.record_ttl_s if cb.final else 0, cb.id,
+            args = [raw, new, self.record_ttl_s if cb.final else 0, cb.id,
                     repr(cb.created_at), int(cb.final), int(before != cb.state)]
             if self._swap(keys=keys, args=args):
-                return cb
+                return cb, new
+            raw = known = None
         raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
 
     def end_queued(self, callback_id: str, event: Input) -> tuple[Callback | None, bool]:

@@ -206,16 +206,16 @@ def test_a_cancel_sent_while_no_worker_listens_is_carried_out_on_adoption(node_s
 @pytest.mark.freeswitch
 def test_a_job_left_pending_by_a_redis_error_is_retried_by_its_own_worker(node_stack) -> None:
     s = node_stack
-    real = s.store.update_if
+    real = s.store.swap
     failed: list[str] = []
 
-    def update_if_failing_once(callback_id, change):
+    def swap_failing_once(callback_id, change, known=None):
         if not failed:
             failed.append(callback_id)
             raise redis.ConnectionError("injected: Redis went away during the claim")
-        return real(callback_id, change)
+        return real(callback_id, change, known)
 
-    s.store.update_if = update_if_failing_once  # the worker and the API share this store
+    s.store.swap = swap_failing_once  # the worker and the API share this store
     rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
     wait_until(lambda: failed, 5, "the injected failure")
     assert s.get(rec["id"])["state"] == "queued"
@@ -228,16 +228,16 @@ def test_a_start_interrupted_by_a_redis_error_is_tried_again(node_stack) -> None
     """The claim went through; Redis failed when the callback was to start (its compare-and-
     set before the first originate): it is started as soon as Redis answers, once."""
     s = node_stack
-    real = s.store.update_if
+    real = s.store.swap
     calls: list[str] = []
 
-    def update_if_failing_second(callback_id, change):
+    def swap_failing_second(callback_id, change, known=None):
         calls.append(callback_id)
         if len(calls) == 2:
             raise redis.ConnectionError("injected: Redis went away when the callback started")
-        return real(callback_id, change)
+        return real(callback_id, change, known)
 
-    s.store.update_if = update_if_failing_second
+    s.store.swap = swap_failing_second
     s.watch_creates()
     rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
     rec = s.wait_for(rec["id"], "bridged", timeout_s=5)
