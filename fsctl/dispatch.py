@@ -21,6 +21,7 @@ import logging
 import time
 import uuid as uuidlib
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
@@ -44,6 +45,13 @@ REDIS_RETRY_S = 0.5
 """Pause before starting a callback again after Redis failed to answer."""
 IDLE_WAIT_S = 1.0
 """Longest the dispatcher sleeps with nothing to send (it is woken when work arrives)."""
+LEG_BATCH = 64
+"""Most originates sent together: their records in one Redis write, their commands in one
+ESL write (only legs already due share a batch: the pacing is the same)."""
+START_BATCH = 64
+"""Most claimed callbacks started in one Redis round trip."""
+BATCH_EARLY_S = 0.002
+"""A leg may go this much before its even slot, to share the write of the one before."""
 
 
 class Dispatcher:
@@ -159,42 +167,74 @@ class Dispatcher:
                 continue
             try:
                 if self._legs:
-                    self._send_next_leg()
+                    self._send_due_legs()
                 else:
                     self._start_next()  # (not draining: checked above)
             except Exception:
                 log.exception("worker %s: dispatch failed", w.name)  # the dispatcher must live
 
-    def _send_next_leg(self) -> None:
-        key = self._legs.popleft()
-        self._queued.discard(key)
-        callback_id, name, leg_uuid = key
-        cb = self.w.live.get(callback_id)
-        if cb is None or cb.final or cb.legs[name].uuid != leg_uuid \
-                or cb.legs[name].state != "dialing":
-            return  # cancelled or ended while it waited
-        self.pacer.take(time.monotonic())
-        self.sent += 1
-        self.w.send_originate(cb, name)
+    def _send_due_legs(self) -> None:
+        """Send every leg due now (up to LEG_BATCH), each in its pacer slot, in one go."""
+        now = time.monotonic()
+        batch: list[tuple[Callback, str]] = []
+        while self._legs and len(batch) < LEG_BATCH and self.pacer.delay(now) <= BATCH_EARLY_S:
+            key = self._legs.popleft()
+            self._queued.discard(key)
+            callback_id, name, leg_uuid = key
+            cb = self.w.live.get(callback_id)
+            if cb is None or cb.final or cb.legs[name].uuid != leg_uuid \
+                    or cb.legs[name].state != "dialing":
+                continue  # cancelled or ended while it waited
+            self.pacer.take(now)
+            self.sent += 1
+            batch.append((cb, name))
+        if batch:
+            self.w.send_originates(batch)
 
     def _start_next(self) -> None:
-        callback_id = self._starts.popleft()
+        """Start the claimed callbacks waiting (up to START_BATCH), in one Redis round trip."""
+        ids = [self._starts.popleft() for _ in range(min(START_BATCH, len(self._starts)))]
         try:
-            self._start(callback_id)
+            self._start(ids)
         except redis.RedisError as exc:
-            # not started: it goes first again once Redis answers (it is still queued there)
-            log.warning("callback %s: not started yet, Redis unavailable: %s", callback_id, exc)
-            self._starts.appendleft(callback_id)
+            # not started: they go first again once Redis answers (they are still queued there)
+            log.warning("callbacks %s: not started yet, Redis unavailable: %s",
+                        ", ".join(ids), exc)
+            self._starts.extendleft(reversed(ids))
             self.w.stopping.wait(REDIS_RETRY_S)
 
-    def _start(self, callback_id: str) -> None:
-        """Start a claimed callback: Start (or Expire) applied to its record atomically."""
+    def _start(self, callback_ids: list[str]) -> None:
+        """Start claimed callbacks: Start (or Expire) applied to each record atomically."""
         w = self.w
-        known = self._start_known.pop(callback_id, None)
-        mine = w.live.get(callback_id)
-        if mine is None or mine.final:
-            return  # ended here meanwhile (a cancel this worker heard; its write may be pending)
-        actions: list[Action] = []
+        items: list[tuple[str, Callable[[Callback], bool], bytes | str | None]] = []
+        plans: list[list[Action]] = []
+        for callback_id in callback_ids:
+            known = self._start_known.pop(callback_id, None)
+            mine = w.live.get(callback_id)
+            if mine is None or mine.final:
+                continue  # ended here meanwhile (a cancel this worker heard; written later)
+            actions: list[Action] = []
+            items.append((callback_id, self._start_change(actions), known))
+            plans.append(actions)
+        if not items:
+            return
+        results = w.store.swap_many(items)
+        for (callback_id, _change, _known), actions, (fresh, _raw) in zip(
+                items, plans, results, strict=True):
+            if fresh is None or not actions:
+                w.drop(callback_id)  # cancelled (or gone) before it was dialled
+                continue
+            if fresh.outcome == "expired":
+                log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): "
+                            "expired", fresh.id, w.clock() - fresh.created_at,
+                            w.settings.queue_timeout_s)
+            w.replace(fresh)
+            w.execute(fresh, actions)
+
+    def _start_change(self, actions: list[Action]) -> Callable[[Callback], bool]:
+        """The compare-and-set change that starts a queued callback of this worker's (or
+        expires it, queued too long); what it asks for goes to ``actions``."""
+        w = self.w
         timeout_s = w.settings.queue_timeout_s
 
         def start(cb: Callback) -> bool:
@@ -208,12 +248,4 @@ class Dispatcher:
                 actions.extend(apply(cb, Start(now)))
             return True
 
-        fresh, _ = w.store.swap(callback_id, start, known)
-        if fresh is None or not actions:
-            w.drop(callback_id)  # cancelled (or gone) before it was dialled
-            return
-        if fresh.outcome == "expired":
-            log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): expired",
-                        fresh.id, w.clock() - fresh.created_at, timeout_s)
-        w.replace(fresh)
-        w.execute(fresh, actions)
+        return start

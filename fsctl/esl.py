@@ -328,20 +328,37 @@ class ESLClient:
 
         The result comes later as a BACKGROUND_JOB event carrying this Job-UUID.
         """
-        if not _JOB_UUID_RE.fullmatch(job_uuid):
-            raise InvalidValue(f"Job-UUID must be 1-36 of [A-Za-z0-9-]: {job_uuid!r}")
-        frame = self._request(f"bgapi {command}", {"Job-UUID": job_uuid}, timeout_s)
-        reply = frame.headers.get("Reply-Text", "")
-        echoed = frame.headers.get("Job-UUID")
-        if echoed is not None and echoed != job_uuid:
-            # Replies are matched by order only: a wrong echo means the FIFO is off.
-            reason = f"reply out of order: sent Job-UUID {job_uuid}, reply for {echoed}"
-            log.error("ESL %s:%s %s", self.host, self.port, reason)
-            self._conn._lost(reason)
-            raise ESLDisconnected(reason)
-        if reply.startswith("-ERR"):
-            raise ESLError(f"bgapi refused: {reply}")
+        reply = self.bgapi_many([(command, job_uuid)], timeout_s)[0]
+        if isinstance(reply, ESLError):
+            raise reply
         return reply
+
+    def bgapi_many(self, jobs: list[tuple[str, str]],
+                   timeout_s: float | None = None) -> list[str | ESLError]:
+        """``bgapi`` for each (command, Job-UUID), written at once (one write, replies in
+        order): each one's Reply-Text, or the ESLError of a refused one. Raises for the
+        connection (disconnect, timeout, a reply out of order)."""
+        for _command, job_uuid in jobs:
+            if not _JOB_UUID_RE.fullmatch(job_uuid):
+                raise InvalidValue(f"Job-UUID must be 1-36 of [A-Za-z0-9-]: {job_uuid!r}")
+        datas = [wire.format_command(f"bgapi {command}", {"Job-UUID": job_uuid})
+                 for command, job_uuid in jobs]
+        if not self._conn.established:
+            raise ESLDisconnected(self._conn.lost_reason or "not connected")
+        frames = self._conn.request_many(
+            datas, self.command_timeout_s if timeout_s is None else timeout_s)
+        out: list[str | ESLError] = []
+        for (_command, job_uuid), frame in zip(jobs, frames, strict=True):
+            reply = frame.headers.get("Reply-Text", "")
+            echoed = frame.headers.get("Job-UUID")
+            if echoed is not None and echoed != job_uuid:
+                # Replies are matched by order only: a wrong echo means the FIFO is off.
+                reason = f"reply out of order: sent Job-UUID {job_uuid}, reply for {echoed}"
+                log.error("ESL %s:%s %s", self.host, self.port, reason)
+                self._conn._lost(reason)
+                raise ESLDisconnected(reason)
+            out.append(ESLError(f"bgapi refused: {reply}") if reply.startswith("-ERR") else reply)
+        return out
 
     def subscribe(self, events: list[str], fmt: str = "plain") -> None:
         """``event <fmt> A B C`` (subscriptions add up; the last format wins)."""

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import redis
@@ -48,38 +49,61 @@ class Intake:
 
     def resume_own_jobs(self) -> None:
         """After a restart under the same name: this worker's unacknowledged jobs first."""
-        for entry_id, fields in self.w.store.own_pending(self.w.name):
-            self.take_job(entry_id, fields)
+        self.take_all(self.w.store.own_pending(self.w.name))
 
     def take_all(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """Claim a batch of jobs: their records in one round trip (redis-cli requests are
+        made callbacks first). A job Redis failed on is left pending, to be taken again."""
+        claims: list[tuple[str, str, dict[str, str]]] = []
         for entry_id, fields in entries:
             try:
-                self.take_job(entry_id, fields)
+                callback_id = self._callback_of(entry_id, fields)
+            except redis.RedisError as exc:
+                log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
+                continue
+            except Exception as exc:
+                log.exception("job %s: unexpected error", entry_id)
+                self.w.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
+                continue
+            if callback_id is not None:
+                claims.append((callback_id, entry_id, fields))
+        if not claims:
+            return
+        self.claiming.update(callback_id for callback_id, _, _ in claims)
+        try:
+            results = self.w.store.swap_many([(callback_id, self._claim_change(entry_id), None)
+                                              for callback_id, entry_id, _ in claims])
+        except redis.RedisError as exc:
+            log.warning("jobs %s: redis failed, left pending: %s",
+                        ", ".join(entry_id for _, entry_id, _ in claims), exc)
+            return
+        finally:
+            self.claiming.difference_update(callback_id for callback_id, _, _ in claims)
+        for (callback_id, entry_id, fields), (cb, raw) in zip(claims, results, strict=True):
+            try:
+                self._claimed(callback_id, entry_id, fields, cb, raw)
             except redis.RedisError as exc:
                 log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
             except Exception as exc:
                 log.exception("job %s: unexpected error", entry_id)
                 self.w.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
 
-    def take_job(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Claim one job: start a queued callback, or adopt one a dead worker left live."""
+    def _callback_of(self, entry_id: str, fields: dict[str, str]) -> str | None:
+        """The callback a job stands for, None when there is nothing to claim (it is live
+        here already, being claimed, or the job was invalid and dead-lettered)."""
         callback_id = fields.get("callback_id")
         if callback_id is None:
             callback_id = self._create_from_request(entry_id, fields)
             if callback_id is None:
-                return
+                return None
         if callback_id in self.w.live or callback_id in self.claiming:
             if callback_id in self.w.live:
                 self.w.entries[callback_id] = entry_id
-            return
-        self.claiming.add(callback_id)
-        try:
-            self._claim(callback_id, entry_id, fields)
-        finally:
-            self.claiming.discard(callback_id)
+            return None
+        return callback_id
 
-    def _claim(self, callback_id: str, entry_id: str, fields: dict[str, str]) -> None:
-        node, core = self.w.link.node, self.w.link.core_uuid
+    def _claim_change(self, entry_id: str) -> Callable[[Callback], bool]:
+        node, core, name = self.w.link.node, self.w.link.core_uuid, self.w.name
 
         def claim(cb: Callback) -> bool:
             if cb.final:
@@ -88,10 +112,14 @@ class Intake:
                 cb.node, cb.core_uuid = node, core  # started later, when it can be dialled
             elif cb.node != node:
                 return False  # live on another FreeSWITCH: only that node's worker adopts it
-            cb.worker, cb.job_id = self.w.name, entry_id
+            cb.worker, cb.job_id = name, entry_id
             return True
 
-        cb, raw = self.w.store.swap(callback_id, claim)
+        return claim
+
+    def _claimed(self, callback_id: str, entry_id: str, fields: dict[str, str],
+                 cb: Callback | None, raw: bytes | str | None) -> None:
+        """After the claim's compare-and-set: start, adopt, or let the job go."""
         if cb is None:
             self.w.store.dead_letter(entry_id, fields, f"no callback record {callback_id!r}")
             return
@@ -99,7 +127,8 @@ class Intake:
             self.w.store.ack(entry_id)
             return
         if cb.worker != self.w.name:
-            log.info("callback %s: live on node %s, not ours (%s)", cb.id, cb.node, node)
+            log.info("callback %s: live on node %s, not ours (%s)", cb.id, cb.node,
+                     self.w.link.node)
             return
         self.w.adopt(cb, entry_id)
         if cb.state == "queued":

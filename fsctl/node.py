@@ -79,6 +79,13 @@ class NodeLink:
             raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
         return conn.api_many(commands)
 
+    def bgapi_many(self, jobs: list[tuple[str, str]]) -> list[str | ESLError]:
+        """Several ``bgapi`` commands in one write: each one's reply, or its error."""
+        conn = self.cmds
+        if conn is None or not self.up.is_set():
+            raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
+        return conn.bgapi_many(jobs)
+
     def bgapi(self, command: str, job_uuid: str) -> str:
         conn = self.cmds
         if conn is None or not self.up.is_set():

@@ -33,13 +33,15 @@ class Recorder:
     def ack_later(self, entry_id: str) -> None:
         self._to_ack.append(entry_id)
 
-    def save_now(self, cb: Callback) -> None:
-        """Write one record synchronously (before its originate); raises RedisError."""
-        saved = self._dirty.pop(cb.id, (cb, cb.state))[1]
+    def save_now_many(self, cbs: list[Callback]) -> None:
+        """Write these records synchronously, in one transaction (before their originates);
+        raises RedisError (and keeps them to be written later)."""
+        items = {cb.id: self._dirty.pop(cb.id, (cb, cb.state)) for cb in cbs}
         try:
-            self.store.save(cb, saved)
+            self.store.save_many(list(items.values()))
         except redis.RedisError:
-            self._dirty.setdefault(cb.id, (cb, saved))
+            for cb_id, item in items.items():
+                self._dirty.setdefault(cb_id, item)
             raise
 
     def pending(self) -> tuple[list[Callback], list[str]]:

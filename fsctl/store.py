@@ -348,6 +348,49 @@ class Store:
             raw = known = None
         raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
 
+    def swap_many(self, items: list[tuple[str, Callable[[Callback], bool], bytes | str | None]]
+                  ) -> list[tuple[Callback | None, bytes | str | None]]:
+        """:meth:`swap` for several records (callback id, change, known) in one or two round
+        trips: one read of those not known, then every compare-and-set in one pipeline (each
+        atomic on its own); a record that changed meanwhile is tried again alone."""
+        keys = [self.keys.callback(callback_id) for callback_id, _, _ in items]
+        raws: list[bytes | str | None] = [known for _, _, known in items]
+        unknown = [i for i, raw in enumerate(raws) if raw is None]
+        if unknown:
+            for i, raw in zip(unknown, self.r.mget([keys[i] for i in unknown]), strict=True):
+                raws[i] = raw
+        out: list[tuple[Callback | None, bytes | str | None]] = [(None, None)] * len(items)
+        again: list[int] = []
+        sent: list[tuple[int, Callback, bytes]] = []
+        pipe = self.r.pipeline(transaction=False)
+        for i, ((_callback_id, change, known), raw) in enumerate(zip(items, raws, strict=True)):
+            if not raw:
+                continue
+            cb = _load(raw)
+            before = cb.state
+            if not change(cb):
+                if known is not None:
+                    again.append(i)  # judged on a copy that may be stale
+                else:
+                    out[i] = (cb, raw)
+                continue
+            new = _dump(cb)
+            self._swap(keys=[keys[i], self.keys.state(before), self.keys.state(cb.state),
+                             self.keys.live(cb.owner)],
+                       args=[raw, new, self.record_ttl_s if cb.final else 0, cb.id,
+                             repr(cb.created_at), int(cb.final), int(before != cb.state)],
+                       client=pipe)
+            sent.append((i, cb, new))
+        if sent:
+            for (i, cb, new), written in zip(sent, pipe.execute(), strict=True):
+                if written:
+                    out[i] = (cb, new)
+                else:
+                    again.append(i)
+        for i in sorted(again):
+            out[i] = self.swap(items[i][0], items[i][1])
+        return out
+
     def end_queued(self, callback_id: str, event: Input) -> tuple[Callback | None, bool]:
         """Apply ``event`` (a Cancel, an Expire) to a callback still queued, atomically, and
         give back its destination counts: nobody was rung. Returns the record and whether

@@ -47,6 +47,7 @@ from .callback import (
     apply,
     stamp,
 )
+from .commander import Commander
 from .dispatch import Dispatcher
 from .errors import ESLError, FsctlError, InvalidValue
 from .events import ChannelFact, JobFact, translate
@@ -90,6 +91,7 @@ class Worker:
         self.store = store
         self.name = name or settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.dispatcher = Dispatcher(self)
+        self.commander = Commander(self)
         self.link = NodeLink(settings, self.on_event, self._on_link_up, self._on_link_down,
                              self.dispatcher.on_status)
         self.recovery = Recovery(self)
@@ -118,7 +120,8 @@ class Worker:
         self._retry_redis(self.store.ensure_group)
         self._retry_redis(self._replay_spool)  # what it knew at its last stop, first
         self.link.start()
-        loops: list[Callable[[], None]] = [self._job_loop, self.dispatcher.run, self._control_loop,
+        loops: list[Callable[[], None]] = [self._job_loop, self.dispatcher.run, self.commander.run,
+                                           self._control_loop,
                                            self._flush_loop, self._heartbeat_loop,
                                            self._sweep_loop, self._expire_loop]
         self._greenlets = [gevent.spawn(loop) for loop in loops]
@@ -390,7 +393,7 @@ class Worker:
             try:
                 self._do(cb, action)
             except (ESLError, InvalidValue, redis.RedisError) as exc:
-                self._failed(cb, action, exc)
+                self.action_failed(cb, action, exc)
         self._retire_if_over(cb)
 
     def _retire_if_over(self, cb: Callback) -> None:
@@ -404,7 +407,9 @@ class Worker:
         while self._ended_order and self._ended_order[0][0] < now:
             self._ended.pop(self._ended_order.popleft()[1], None)
 
-    def _failed(self, cb: Callback, action: Action, exc: Exception) -> None:
+    def action_failed(self, cb: Callback, action: Action, exc: Exception) -> None:
+        """An action could not be carried out: the state machine hears of a failed originate
+        or bridge (the others are only logged)."""
         log.error("callback %s: %s failed: %s", cb.id, type(action).__name__, exc)
         if isinstance(action, Originate):
             self.feed(cb, CommandFailed("originate", str(exc), self.clock(), action.leg))
@@ -418,18 +423,10 @@ class Worker:
             log.warning("callback %s: FreeSWITCH refused leg %s for capacity; dialling it "
                         "again in %ss", cb.id, action.leg, action.delay_s)
             self.dispatcher.redial_later(cb, action.leg, action.delay_s)
-        elif isinstance(action, Broadcast):
-            reply = self.link.api(commands.uuid_broadcast(cb.legs[action.leg].uuid,
-                                                          self.settings.ringback))
-            log.info("callback %s: ringback to leg %s: %s", cb.id, action.leg, reply.strip())
-        elif isinstance(action, Bridge):
-            self._bridge(cb, action)
         elif isinstance(action, Kill) and action.after_s > 0:
             self._late_kills.append((time.monotonic() + action.after_s, cb.id, action))
-        elif isinstance(action, Kill):
-            reply = self.link.api(commands.uuid_kill(action.uuid, action.cause))
-            log.info("callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause,
-                     reply.strip())
+        elif isinstance(action, Broadcast | Bridge | Kill):
+            self.commander.later(cb, action)  # the event handler never waits for FreeSWITCH
         elif isinstance(action, Finished):
             log.info("callback %s: %s (%s)", cb.id, action.state, action.outcome)
             if cb.dest_counted:
@@ -439,34 +436,47 @@ class Worker:
             if entry:
                 self.recorder.ack_later(entry)
 
-    def _bridge(self, cb: Callback, action: Bridge) -> None:
-        """``uuid_bridge``, and in the same write the :meth:`_talk_bounds` of both legs."""
-        uuids = (action.a_uuid, action.b_uuid)
-        bounds = self._talk_bounds(uuids)
-        bridge, *bounded = self.link.api_many([commands.uuid_bridge(*uuids), *bounds])
-        log.info("callback %s: bridge: %s", cb.id, bridge.strip())
-        if not bridge.startswith("+OK"):
-            self.feed(cb, CommandFailed("bridge", bridge.strip(), self.clock()))
+    def send_originates(self, batch: list[tuple[Callback, str]]) -> None:
+        """Send these legs' originates now (the dispatcher's slots): their records first, in
+        one write, then the commands, in one write; a failure ends only its own call."""
+        ready: list[tuple[Callback, str, str]] = []
+        for cb, name in batch:
+            try:
+                ready.append((cb, name, self._prepare_originate(cb, name)))
+            except InvalidValue as exc:
+                self.action_failed(cb, Originate(name), exc)
+                self._retire_if_over(cb)
+        if not ready:
             return
-        for command, reply in zip(bounds, bounded, strict=True):
-            if not reply.startswith("+OK"):
-                log.warning("callback %s: %s: %s", cb.id, command, reply.strip())
-
-    def _talk_bounds(self, uuids: tuple[str, str]) -> list[str]:
-        """``sched_hangup`` of each leg: FreeSWITCH itself ends the call after max_talk_s,
-        fsctl alive or not (the sweep enforces it too, so a refusal is only logged; sent
-        after a bridge that failed, it is harmless: the legs are being hung up anyway)."""
-        return [commands.sched_hangup(uuid, self.settings.max_talk_s) for uuid in uuids]
-
-    def send_originate(self, cb: Callback, name: str) -> None:
-        """Send leg ``name``'s originate now (the dispatcher's slot); failures end the call."""
+        # Durable before dialled: a worker that dies now leaves records saying "dialing",
+        # so whoever adopts a callback checks the channel instead of dialling again.
         try:
-            self._originate(cb, name)
-        except (ESLError, InvalidValue, redis.RedisError) as exc:
-            self._failed(cb, Originate(name), exc)
-        self._retire_if_over(cb)
+            self.recorder.save_now_many([cb for cb, _, _ in ready])
+        except redis.RedisError as exc:
+            # Not durable, so not dialled yet: retried as soon as Redis answers again (an
+            # answered leg keeps hearing ringback; its park_timeout bounds the wait).
+            for cb, name, _ in ready:
+                self._retry_originates.add((cb.id, name))
+                log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s",
+                            cb.id, name, exc)
+            return
+        for cb, name, _ in ready:
+            self._retry_originates.discard((cb.id, name))
+        replies: list[str | ESLError] | list[FsctlError]
+        try:
+            replies = self.link.bgapi_many([(command, cb.legs[name].job_uuid)
+                                            for cb, name, command in ready])
+        except (ESLError, InvalidValue) as exc:
+            replies = [exc] * len(ready)
+        for (cb, name, _), reply in zip(ready, replies, strict=True):
+            if isinstance(reply, FsctlError):
+                self.action_failed(cb, Originate(name), reply)
+            else:
+                log.info("callback %s: originate leg %s (%s)", cb.id, name, cb.legs[name].uuid)
+            self._retire_if_over(cb)
 
-    def _originate(self, cb: Callback, name: str) -> None:
+    def _prepare_originate(self, cb: Callback, name: str) -> str:
+        """Leg ``name``'s originate command, its record stamped "dialed" (not written yet)."""
         leg, peer = cb.legs[name], cb.legs[other(name)]
         dial = commands.Dial(
             uuid=leg.uuid, callback_id=cb.id, leg=name, to=leg.to,
@@ -479,20 +489,7 @@ class Worker:
         command = commands.originate(dial)
         self.recorder.mark(cb)
         stamp(leg, "dialed", self.clock())
-        # Durable before dialled: a worker that dies now leaves a record saying "dialing",
-        # so whoever adopts the callback checks the channel instead of dialling again.
-        try:
-            self.recorder.save_now(cb)
-        except redis.RedisError as exc:
-            # Not durable, so not dialled yet: retried as soon as Redis answers again (the
-            # answered leg keeps hearing ringback; its park_timeout bounds the wait).
-            self._retry_originates.add((cb.id, name))
-            log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s", cb.id,
-                        name, exc)
-            return
-        self._retry_originates.discard((cb.id, name))
-        self.link.bgapi(command, leg.job_uuid)
-        log.info("callback %s: originate leg %s (%s)", cb.id, name, leg.uuid)
+        return command
 
     # -- persistence ----------------------------------------------------------------
 

@@ -206,16 +206,16 @@ def test_a_cancel_sent_while_no_worker_listens_is_carried_out_on_adoption(node_s
 @pytest.mark.freeswitch
 def test_a_job_left_pending_by_a_redis_error_is_retried_by_its_own_worker(node_stack) -> None:
     s = node_stack
-    real = s.store.swap
+    real = s.store.swap_many
     failed: list[str] = []
 
-    def swap_failing_once(callback_id, change, known=None):
+    def swap_many_failing_once(items):
         if not failed:
-            failed.append(callback_id)
+            failed.extend(callback_id for callback_id, _change, _known in items)
             raise redis.ConnectionError("injected: Redis went away during the claim")
-        return real(callback_id, change, known)
+        return real(items)
 
-    s.store.swap = swap_failing_once  # the worker and the API share this store
+    s.store.swap_many = swap_many_failing_once  # the worker and the API share this store
     rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
     wait_until(lambda: failed, 5, "the injected failure")
     assert s.get(rec["id"])["state"] == "queued"
@@ -228,20 +228,20 @@ def test_a_start_interrupted_by_a_redis_error_is_tried_again(node_stack) -> None
     """The claim went through; Redis failed when the callback was to start (its compare-and-
     set before the first originate): it is started as soon as Redis answers, once."""
     s = node_stack
-    real = s.store.swap
-    calls: list[str] = []
+    real = s.store.swap_many
+    calls: list[list[str]] = []
 
-    def swap_failing_second(callback_id, change, known=None):
-        calls.append(callback_id)
-        if len(calls) == 2:
+    def swap_many_failing_first(items):
+        calls.append([callback_id for callback_id, _change, _known in items])
+        if len(calls) == 1:
             raise redis.ConnectionError("injected: Redis went away when the callback started")
-        return real(callback_id, change, known)
+        return real(items)
 
-    s.store.swap = swap_failing_second
+    s.store.swap_many = swap_many_failing_first
     s.watch_creates()
     rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
     rec = s.wait_for(rec["id"], "bridged", timeout_s=5)
-    assert len(calls) >= 3  # claim, the failed start, the start again
+    assert calls[:2] == [[rec["id"]], [rec["id"]]]  # the failed start, the start again
     gevent.sleep(0.5)
     assert s.dials(rec["id"]) == {"A": 1, "B": 1}
 
@@ -309,7 +309,7 @@ def test_freeswitch_hangs_up_a_call_bridged_longer_than_max_talk_s(bounded_talk)
 
 @pytest.mark.freeswitch
 def test_the_sweep_hangs_it_up_when_freeswitch_was_not_asked_to(bounded_talk) -> None:
-    bounded_talk.worker._talk_bounds = lambda uuids: []  # sched_hangup never sent
+    bounded_talk.worker.commander.talk_bounds = lambda uuids: []  # sched_hangup never sent
     final = talk_until_the_bound(bounded_talk)
     reasons = [h.get("reason") for h in final["history"] if h["event"] == "hangup_requested"]
     assert "max_talk_time" in reasons

@@ -1,0 +1,111 @@
+"""Commands out: the worker's ``uuid_*`` commands, written in batches by one greenlet.
+
+The event handler never waits for FreeSWITCH: the ringback, bridge and kill a callback's
+events ask for are queued here (one FIFO, so a callback's commands keep their order), and
+one greenlet writes everything waiting in one ESL write (``api`` commands; FreeSWITCH runs a
+connection's commands in order and answers in order), then acts on the replies: a bridge
+FreeSWITCH refused goes back to the state machine. Originates are the dispatcher's
+(:mod:`fsctl.dispatch`): they are paced, these are not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from gevent.event import Event as GEvent
+
+from . import commands
+from .callback import Bridge, Broadcast, CommandFailed, Kill
+from .errors import ESLError, InvalidValue
+from .model import Callback
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+COMMAND_BATCH = 128
+"""Most commands' actions written in one ESL write."""
+IDLE_WAIT_S = 1.0
+"""Longest sleep of the command greenlet with nothing to send (it is woken for work)."""
+
+Command = Broadcast | Bridge | Kill
+
+
+class Commander:
+    """The queue of a worker's ``uuid_*`` commands and the greenlet that sends them."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self._queue: deque[tuple[Callback, Command]] = deque()
+        self._work = GEvent()
+
+    def later(self, cb: Callback, action: Command) -> None:
+        """Send ``action``'s command(s) soon, after every command queued before it."""
+        self._queue.append((cb, action))
+        self._work.set()
+
+    def run(self) -> None:
+        while not self.w.stopping.is_set():
+            if not self._queue:
+                self._work.clear()
+                self._work.wait(IDLE_WAIT_S)
+                continue
+            batch = [self._queue.popleft() for _ in range(min(COMMAND_BATCH, len(self._queue)))]
+            try:
+                self._send(batch)
+            except Exception:
+                log.exception("worker %s: sending commands failed", self.w.name)  # must live
+
+    def talk_bounds(self, uuids: tuple[str, str]) -> list[str]:
+        """``sched_hangup`` of each leg: FreeSWITCH itself ends the call after max_talk_s,
+        fsctl alive or not (the sweep enforces it too, so a refusal is only logged; sent
+        after a bridge that failed, it is harmless: the legs are being hung up anyway)."""
+        return [commands.sched_hangup(uuid, self.w.settings.max_talk_s) for uuid in uuids]
+
+    def _commands(self, cb: Callback, action: Command) -> list[str]:
+        if isinstance(action, Broadcast):
+            return [commands.uuid_broadcast(cb.legs[action.leg].uuid, self.w.settings.ringback)]
+        if isinstance(action, Bridge):
+            uuids = (action.a_uuid, action.b_uuid)
+            return [commands.uuid_bridge(*uuids), *self.talk_bounds(uuids)]
+        return [commands.uuid_kill(action.uuid, action.cause)]
+
+    def _send(self, batch: list[tuple[Callback, Command]]) -> None:
+        texts: list[str] = []
+        spans: list[tuple[Callback, Command, int, int]] = []
+        for cb, action in batch:
+            try:
+                cmds = self._commands(cb, action)
+            except InvalidValue as exc:
+                self.w.action_failed(cb, action, exc)
+                continue
+            spans.append((cb, action, len(texts), len(cmds)))
+            texts += cmds
+        if not texts:
+            return
+        try:
+            replies = self.w.link.api_many(texts)
+        except ESLError as exc:
+            for cb, action, _start, _n in spans:
+                self.w.action_failed(cb, action, exc)
+            return
+        for cb, action, start, n in spans:
+            self._done(cb, action, texts[start:start + n], replies[start:start + n])
+
+    def _done(self, cb: Callback, action: Command, sent: list[str], replies: list[str]) -> None:
+        first = replies[0].strip()
+        if isinstance(action, Broadcast):
+            log.info("callback %s: ringback to leg %s: %s", cb.id, action.leg, first)
+        elif isinstance(action, Kill):
+            log.info("callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause, first)
+        else:
+            log.info("callback %s: bridge: %s", cb.id, first)
+            if not first.startswith("+OK"):
+                self.w.feed(cb, CommandFailed("bridge", first, self.w.clock()))
+                return
+            for command, reply in zip(sent[1:], replies[1:], strict=True):
+                if not reply.startswith("+OK"):
+                    log.warning("callback %s: %s: %s", cb.id, command, reply.strip())
