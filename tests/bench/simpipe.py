@@ -76,7 +76,7 @@ SUSTAINED_QUICK = {"rate": 30.0, "seconds": 3.0}
 CURVE_RATES = (100, 200, 300, 400, 500, 600, 800)
 CURVE_RATES_QUICK = (20, 40)
 CURVE_S, CURVE_S_QUICK = 10.0, 2.0
-MEMORY = {"callbacks": 10_000, "rate": 300.0, "talk_s": 600.0}
+MEMORY = {"callbacks": 10_000, "rate": 200.0, "talk_s": 600.0}
 MEMORY_QUICK = {"callbacks": 200, "rate": 100.0, "talk_s": 600.0}
 NOMINAL_CALLBACK_S = 2 * ANSWER_DELAY_S + TALK_S + 0.05
 """How long one callback lasts on an idle stack (two answers, the talk, the originates'
