@@ -375,8 +375,23 @@ def main() -> int:
         PUBLISHED.mkdir(exist_ok=True)
         for path in files:
             shutil.copy(path, PUBLISHED / path.name)
-        print(f"bench: copied to {PUBLISHED}")
+        publish_readme(result)
+        print(f"bench: copied to {PUBLISHED}, README.md's results updated")
     return 0
+
+
+def publish_readme(result: dict[str, Any]) -> None:
+    """Put the latest tables and plot between README.md's bench markers."""
+    readme = REPO / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    begin, end = "<!-- bench:begin -->\n", "<!-- bench:end -->"
+    head, sep, rest = text.partition(begin)
+    _old, sep2, tail = rest.partition(end)
+    if not (sep and sep2):
+        raise SystemExit("README.md has no bench markers")
+    image = f"![make bench]({PUBLISHED.relative_to(REPO)}/bench.png)\n\n"
+    readme.write_text(head + begin + markdown(result) + "\n" + image + end + tail,
+                      encoding="utf-8")
 
 
 if __name__ == "__main__":
