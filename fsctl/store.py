@@ -339,11 +339,7 @@ class Store:
                     continue
                 return cb, raw
             new = _dump(cb)
-            keys = [key, self.keys.state(before), self.keys.state(cb.state),
-                    self.keys.live(cb.owner)]
-            args = [raw, new, self.record_ttl_s if cb.final else 0, cb.id,
-                    repr(cb.created_at), int(cb.final), int(before != cb.state)]
-            if self._swap(keys=keys, args=args):
+            if self._swaps([self._swap_call(key, raw, cb, before, new)])[0]:
                 return cb, new
             raw = known = None
         raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
@@ -362,7 +358,7 @@ class Store:
         out: list[tuple[Callback | None, bytes | str | None]] = [(None, None)] * len(items)
         again: list[int] = []
         sent: list[tuple[int, Callback, bytes]] = []
-        pipe = self.r.pipeline(transaction=False)
+        calls: list[tuple[list[str], list[Any]]] = []
         for i, ((_callback_id, change, known), raw) in enumerate(zip(items, raws, strict=True)):
             if not raw:
                 continue
@@ -375,21 +371,40 @@ class Store:
                     out[i] = (cb, raw)
                 continue
             new = _dump(cb)
-            self._swap(keys=[keys[i], self.keys.state(before), self.keys.state(cb.state),
-                             self.keys.live(cb.owner)],
-                       args=[raw, new, self.record_ttl_s if cb.final else 0, cb.id,
-                             repr(cb.created_at), int(cb.final), int(before != cb.state)],
-                       client=pipe)
+            calls.append(self._swap_call(keys[i], raw, cb, before, new))
             sent.append((i, cb, new))
-        if sent:
-            for (i, cb, new), written in zip(sent, pipe.execute(), strict=True):
-                if written:
-                    out[i] = (cb, new)
-                else:
-                    again.append(i)
+        for (i, cb, new), written in zip(sent, self._swaps(calls), strict=True):
+            if written:
+                out[i] = (cb, new)
+            else:
+                again.append(i)
         for i in sorted(again):
             out[i] = self.swap(items[i][0], items[i][1])
         return out
+
+    def _swap_call(self, key: str, raw: bytes | str, cb: Callback, before: str,
+                   new: bytes) -> tuple[list[str], list[Any]]:
+        """The compare-and-set script's keys and args: ``key`` from ``raw`` to ``new``, the
+        state indexes moved from ``before``, as :meth:`_queue_save` does."""
+        return ([key, self.keys.state(before), self.keys.state(cb.state), self.keys.live(cb.owner)],
+                [raw, new, self.record_ttl_s if cb.final else 0, cb.id, repr(cb.created_at),
+                 int(cb.final), int(before != cb.state)])
+
+    def _swaps(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the compare-and-set script for each (keys, args), in one round trip: EVALSHA
+        pipelined (redis-py's pipelined scripts would add a SCRIPT EXISTS round trip), the
+        script loaded again if Redis lost it (a restart)."""
+        if len(calls) <= 1:
+            return [self._swap(keys=keys, args=args) for keys, args in calls]
+        for _ in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self._swap.sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:  # every one refused: none ran
+                self.r.script_load(_SWAP)
+        raise redis.exceptions.NoScriptError("the compare-and-set script cannot be loaded")
 
     def end_queued(self, callback_id: str, event: Input) -> tuple[Callback | None, bool]:
         """Apply ``event`` (a Cancel, an Expire) to a callback still queued, atomically, and
