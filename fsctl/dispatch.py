@@ -28,7 +28,7 @@ import gevent
 import redis
 from gevent.event import Event as GEvent
 
-from .callback import Action, Expire, Redial, Start, apply
+from .callback import Action, Cancel, Expire, Redial, Start, apply
 from .capacity import SESSIONS_PER_CALLBACK, Budget, Pacer, budget, parse_status
 from .commands import uuid_exists
 from .errors import ESLError
@@ -207,7 +207,7 @@ class Dispatcher:
         """Start claimed callbacks: Start (or Expire) applied to each record atomically."""
         w = self.w
         items: list[tuple[str, Callable[[Callback], bool], bytes | str | None]] = []
-        plans: list[list[Action]] = []
+        plans: list[tuple[Callback, list[Action]]] = []
         for callback_id in callback_ids:
             known = self._start_known.pop(callback_id, None)
             mine = w.live.get(callback_id)
@@ -215,14 +215,20 @@ class Dispatcher:
                 continue  # ended here meanwhile (a cancel this worker heard; written later)
             actions: list[Action] = []
             items.append((callback_id, self._start_change(actions), known))
-            plans.append(actions)
+            plans.append((mine, actions))
         if not items:
             return
         results = w.store.swap_many(items)
-        for (callback_id, _change, _known), actions, (fresh, _raw) in zip(
+        for (callback_id, _change, _known), (mine, actions), (fresh, _raw) in zip(
                 items, plans, results, strict=True):
             if fresh is None or not actions:
                 w.drop(callback_id)  # cancelled (or gone) before it was dialled
+                continue
+            if mine.final:
+                # Cancelled here while its start was being written (the API saw it started
+                # and asked): the started record is cancelled in its turn, nothing dialled.
+                w.replace(fresh)
+                w.feed(fresh, Cancel(ts=w.clock()))
                 continue
             if fresh.outcome == "expired":
                 log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): "
