@@ -67,30 +67,22 @@ class NodeLink:
         self._close()
 
     def api(self, command: str) -> str:
-        conn = self.cmds
-        if conn is None or not self.up.is_set():
-            raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
-        return conn.api(command)
+        return self._commands().api(command)
 
     def api_many(self, commands: list[str]) -> list[str]:
         """Several ``api`` commands in one write; their replies in order."""
-        conn = self.cmds
-        if conn is None or not self.up.is_set():
-            raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
-        return conn.api_many(commands)
+        return self._commands().api_many(commands)
 
     def bgapi_many(self, jobs: list[tuple[str, str]]) -> list[str | ESLError]:
         """Several ``bgapi`` commands in one write: each one's reply, or its error."""
-        conn = self.cmds
-        if conn is None or not self.up.is_set():
-            raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
-        return conn.bgapi_many(jobs)
+        return self._commands().bgapi_many(jobs)
 
-    def bgapi(self, command: str, job_uuid: str) -> str:
+    def _commands(self) -> ESLClient:
+        """The command connection, or ESLDisconnected while the node is down."""
         conn = self.cmds
         if conn is None or not self.up.is_set():
             raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
-        return conn.bgapi(command, job_uuid)
+        return conn
 
     # -- the loop -------------------------------------------------------------------
 

@@ -270,10 +270,6 @@ class Store:
         raw = self.r.get(self.keys.callback(callback_id))
         return _load(raw) if raw else None
 
-    def save(self, cb: Callback, previous_state: str | None = None) -> None:
-        """Write a record; move it between state indexes when its state changed."""
-        self.save_many([(cb, previous_state)])
-
     def save_many(self, items: list[tuple[Callback, str | None]],
                   acks: list[str] | None = None) -> None:
         """Write records in one transaction, each moved between state indexes if needed,
