@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
 import gevent
@@ -63,7 +64,16 @@ def finish(stack: Stack, rec: dict[str, Any], *states: str, timeout_s: float = 1
     for name, leg in rec["legs"].items():
         if leg["state"] != "pending":
             stack.wait_leg(rec["id"], name, "hungup", timeout_s=5)
-    rec = stack.get(rec["id"])
+    # every SIP leg here had a channel; its CHANNEL_HANGUP_COMPLETE (the SIP status and
+    # disposition) comes after the HANGUP that ended the callback, and is recorded later
+    deadline = time.monotonic() + 5
+    while True:
+        rec = stack.get(rec["id"])
+        late = [n for n, leg in rec["legs"].items()
+                if leg["state"] != "pending" and leg["hangup_disposition"] is None]
+        if not late or time.monotonic() > deadline:
+            break
+        gevent.sleep(0.05)
     check_times(rec)
     return rec
 
