@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import sofia_vars
 from .config import Behaviour
 from .events import ASCII_ENCODING, Segment, VarPairs, encode_value, make_segment, now_us
 
 if TYPE_CHECKING:
-    from gevent import Greenlet
-
     from .model import Job
+    from .timers import Timer
 
 STATE_NUMBERS = {
     "CS_NEW": "0", "CS_INIT": "1", "CS_ROUTING": "2", "CS_SOFT_EXECUTE": "3", "CS_EXECUTE": "4",
@@ -88,8 +87,8 @@ class Channel:
         self.playback: str | None = None
         self.playback_started_at = 0.0  # time.monotonic() of the playback's start
         self.pending_apps: list[tuple[str, str]] = []
-        self.timers: list[Greenlet[Any, Any]] = []
-        self.park_timer: Greenlet[Any, Any] | None = None  # park_timeout's, while parked
+        self.timers: list[Timer] = []
+        self.park_timer: Timer | None = None  # park_timeout's, while parked
         self._id_seg: Segment | None = None
         self._codec_seg: Segment | None = None
         self._caller_seg: Segment | None = None

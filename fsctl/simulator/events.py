@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 from ..wire import url_encode
 
-_SCAN_MAX = 8
+_SCAN_MAX = 64
 """Segments with at most this many headers are scanned by filters, not indexed."""
 
 

@@ -10,8 +10,6 @@ import uuid as uuidlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import gevent
-
 from . import corevars, sofia_vars
 from .apps import AppsMixin
 from .channel import CALLSTATE_NUMBERS, Channel
@@ -20,6 +18,7 @@ from .dialstring import ORIGINATE_USAGE, UsageError, parse_originate
 from .events import OutEvent, now_us
 from .limits import CANNOT_CREATE, REFUSED_CAUSE, SOFIA_ERROR
 from .sipcall import call_fields, phases_for, render
+from .timers import TimerQueue
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -52,6 +51,7 @@ class CallModel(AppsMixin):
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.channels: dict[str, Channel] = {}
+        self.timers = TimerQueue()
 
     # ---- event helpers -------------------------------------------------------------------
 
@@ -100,7 +100,10 @@ class CallModel(AppsMixin):
     # ---- timers --------------------------------------------------------------------------
 
     def later(self, ch: Channel, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        ch.timers.append(gevent.spawn_later(max(0.0, delay), self._run_timer, ch, fn, args))
+        timers = ch.timers
+        if len(timers) > 4:
+            timers[:] = [t for t in timers if t.pending]
+        timers.append(self.timers.call_later(delay, self._run_timer, ch, fn, args))
 
     def _run_timer(self, ch: Channel, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         if ch.gone or ch.hung:
@@ -111,10 +114,8 @@ class CallModel(AppsMixin):
             log.exception("simulator timer failed for channel %s", ch.uuid)
 
     def _cancel_timers(self, ch: Channel) -> None:
-        current = gevent.getcurrent()
         for timer in ch.timers:
-            if timer is not current:
-                timer.kill(block=False)
+            timer.cancel()
         ch.timers.clear()
 
     def timeout_delay(self, seconds: float) -> float:
@@ -378,8 +379,8 @@ class CallModel(AppsMixin):
             if ch.app == "park":
                 # park_timeout is park's own: a leg that leaves park (uuid_bridge) keeps no timer
                 timer, ch.park_timer = ch.park_timer, None
-                if timer is not None and timer is not gevent.getcurrent():
-                    timer.kill(block=False)
+                if timer is not None:
+                    timer.cancel()
                 ch.del_vars(*corevars.PLAYBACK_LOOP_VARS)
                 self.emit(ch, "CHANNEL_UNPARK", True)
             self._exec_complete(ch, ch.app, ch.app_data, ch.app_response)
@@ -500,3 +501,4 @@ class CallModel(AppsMixin):
             self._cancel_timers(ch)
             ch.gone = True
         self.channels.clear()
+        self.timers.clear()

@@ -1,0 +1,96 @@
+"""The simulator's channel timers: one greenlet and a heap, not a greenlet per timer.
+
+FreeSWITCH runs a channel's timeouts on its own threads; the simulator models them as
+callbacks due at a time. Thousands of channels each hold a few (answer, ring timeout,
+talk, park_timeout), so a greenlet apiece cost more than everything else the simulator
+does for a call. A timer that is cancelled stays in the heap, marked, until it is due.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 60.0
+"""Longest the timer greenlet sleeps with nothing due (a new earlier timer wakes it)."""
+
+
+class Timer:
+    """One pending call; ``cancel()`` makes sure it never runs."""
+
+    __slots__ = ("args", "due", "fn", "seq")
+
+    def __init__(self, due: float, seq: int, fn: Callable[..., None], args: tuple[Any, ...]):
+        self.due = due
+        self.seq = seq
+        self.fn: Callable[..., None] | None = fn
+        self.args = args
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.due, self.seq) < (other.due, other.seq)
+
+    def cancel(self) -> None:
+        self.fn = None
+        self.args = ()
+
+    @property
+    def pending(self) -> bool:
+        return self.fn is not None
+
+
+class TimerQueue:
+    """Runs each timer's function at its time, in order of time then of creation."""
+
+    def __init__(self) -> None:
+        self._heap: list[Timer] = []
+        self._seq = itertools.count()
+        self._wake = Event()
+        self._runner: gevent.Greenlet[Any, Any] | None = None
+
+    def call_later(self, delay_s: float, fn: Callable[..., None], *args: Any) -> Timer:
+        timer = Timer(time.monotonic() + max(0.0, delay_s), next(self._seq), fn, args)
+        heap = self._heap
+        heapq.heappush(heap, timer)
+        if heap[0] is timer:
+            self._wake.set()
+        if self._runner is None:
+            self._runner = gevent.spawn(self._run)
+        return timer
+
+    def clear(self) -> None:
+        """Cancel every timer and stop the greenlet (the next timer starts it again)."""
+        for timer in self._heap:
+            timer.cancel()
+        self._heap.clear()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.kill(block=False)
+
+    def _run(self) -> None:
+        heap, wake = self._heap, self._wake
+        while True:
+            wait = heap[0].due - time.monotonic() if heap else IDLE_WAIT_S
+            if wait > 0:
+                wake.clear()
+                wake.wait(wait)
+                continue
+            timer = heapq.heappop(heap)
+            fn, args = timer.fn, timer.args
+            if fn is None:
+                continue
+            timer.cancel()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("simulator timer %s failed", getattr(fn, "__name__", fn))
+            if len(heap) > 0 and heap[0].due <= time.monotonic():
+                gevent.sleep(0)  # due timers must not starve the connections' greenlets
