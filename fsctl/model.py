@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
+
+import orjson
 
 CALLBACK_STATES = ("queued", "dialing", "waiting", "bridged", "completed", "failed", "cancelled")
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -13,6 +18,76 @@ LEG_TIMESTAMPS = ("dialed", "ringing", "early", "answered", "parked", "bridged",
 MODES = ("sequential", "simultaneous")
 HISTORY_MAX = 64
 """Most history entries kept per callback (the oldest are dropped beyond)."""
+
+
+def encode_json(doc: Any) -> bytes:
+    """Compact JSON; json escapes the lone surrogates orjson refuses."""
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """JSON text (orjson; json reads the lone-surrogate escapes orjson refuses)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def _entry_text(entry: dict[str, Any]) -> str:
+    """One history entry's JSON, as str: orjson's bytes keep its whole output buffer
+    (4 KiB for a 60-byte entry), which kept ~60 KB per live callback."""
+    return encode_json(entry).decode()
+
+
+class History:
+    """A callback's history, bounded, each entry kept as its JSON (a live callback holds
+    a few dozen; as dicts they were the biggest part of the worker's memory). Reads
+    give dicts; a record is written with the entries' JSON as it is."""
+
+    __slots__ = ("_raw",)
+    _raw: list[str]
+
+    def __init__(self, entries: Iterable[dict[str, Any]] = ()) -> None:
+        self._raw = [_entry_text(entry) for entry in entries][-HISTORY_MAX:]
+
+    def append(self, entry: dict[str, Any]) -> None:
+        raw = self._raw
+        raw.append(_entry_text(entry))
+        if len(raw) > HISTORY_MAX:
+            del raw[: len(raw) - HISTORY_MAX]
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (decode_json(raw) for raw in self._raw)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [decode_json(raw) for raw in self._raw[i]]
+        return decode_json(self._raw[i])
+
+    def fragment(self) -> orjson.Fragment:
+        """The entries as one JSON array, for orjson to write without decoding them."""
+        return orjson.Fragment("[" + ",".join(self._raw) + "]")
+
+
+_SHARED = ("owner", "worker", "node", "core_uuid", "mode", "first", "state", "outcome")
+"""Fields whose values many live callbacks share (interned when a record is read)."""
+
+
+def _intern(d: dict[str, Any], names: Iterable[str]) -> None:
+    for name in names:
+        value = d.get(name)
+        if type(value) is str:
+            d[name] = sys.intern(value)
 
 
 def leg_rank(state: str) -> int:
@@ -73,6 +148,7 @@ class Leg:
     def from_dict(cls, d: dict[str, Any]) -> Leg:
         d = dict(d)
         d["from_"] = d.pop("from")
+        _intern(d, ("from_", "route", "state", "caller_id_name"))
         return cls(**d)
 
 
@@ -99,7 +175,7 @@ class Callback:
     dest_counted: bool = False
     inferred: bool = False
     """Its end was inferred (channels gone while nobody listened), not seen in events."""
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: History = field(default_factory=History)
 
     @property
     def final(self) -> bool:
@@ -108,13 +184,25 @@ class Callback:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__ if k != "legs"}
         d["legs"] = {name: leg.to_dict() for name, leg in self.legs.items()}
-        d["history"] = [dict(entry) for entry in self.history]
+        d["history"] = list(self.history)
         return d
+
+    def to_json(self) -> bytes:
+        """The record as compact JSON (written on every change: history is not decoded)."""
+        d = {k: getattr(self, k) for k in self.__slots__ if k != "legs"}
+        d["legs"] = {name: leg.to_dict() for name, leg in self.legs.items()}
+        d["history"] = self.history.fragment()
+        try:
+            return orjson.dumps(d)
+        except orjson.JSONEncodeError:  # a lone surrogate: the slow path, all decoded
+            return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Callback:
         d = dict(d)
         legs = {name: Leg.from_dict(leg) for name, leg in d.pop("legs").items()}
+        d["history"] = History(d.get("history") or ())
+        _intern(d, _SHARED)
         return cls(legs=legs, **d)
 
     def note(self, ts: float, kind: str, **detail: Any) -> None:
@@ -122,6 +210,4 @@ class Callback:
         entry: dict[str, Any] = {"ts": ts, "event": kind}
         entry.update({k: v for k, v in detail.items() if v is not None})
         self.history.append(entry)
-        if len(self.history) > HISTORY_MAX:
-            del self.history[: len(self.history) - HISTORY_MAX]
         self.updated_at = max(self.updated_at, ts)

@@ -27,12 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 
 from .callback import Input, apply
 from .errors import StoreError
-from .model import CALLBACK_STATES, Callback
+from .model import CALLBACK_STATES, Callback, decode_json
 from .policy import destination
 
 log = logging.getLogger(__name__)
@@ -191,15 +190,11 @@ class Keys:
 
 def _dump(cb: Callback) -> bytes:
     """A record as compact JSON (orjson: the worker writes one on every change)."""
-    doc = cb.to_dict()
-    try:
-        return orjson.dumps(doc)
-    except orjson.JSONEncodeError:  # a lone surrogate: json escapes what orjson refuses
-        return json.dumps(doc, separators=(",", ":")).encode()
+    return cb.to_json()
 
 
 def _load(raw: str | bytes) -> Callback:
-    return Callback.from_dict(orjson.loads(raw))
+    return Callback.from_dict(decode_json(raw))
 
 
 def connect(url: str) -> redis.Redis:

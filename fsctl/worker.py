@@ -233,8 +233,7 @@ class Worker:
         if entry_id:
             self.entries[cb.id] = entry_id
         for name, leg in cb.legs.items():
-            self.by_uuid[leg.uuid] = (cb.id, name)
-            self.by_job[leg.job_uuid] = (cb.id, name)
+            self.by_uuid[leg.uuid] = self.by_job[leg.job_uuid] = (cb.id, name)
 
     def replace(self, cb: Callback) -> None:
         """``cb`` is the fresh copy of a live callback's record (read back from Redis)."""

@@ -293,3 +293,16 @@ def test_api_response_body_with_blank_lines_is_framed_by_length() -> None:
     frames = FrameReader().feed(encode_api_response(body) + NEXT_REPLY)
     assert [f.content_type for f in frames] == ["api/response", "api/response"]
     assert frames[0].body.decode() == body and frames[1].body == b"+OK x\n"
+
+
+def test_a_show_channels_reply_of_a_busy_node_is_one_frame() -> None:
+    """``show channels as json`` on a node with 20,000 channels is ~18 MB (~900 bytes a
+    row); a 16 MiB cap once cut the event socket on every sweep of such a node."""
+    row = '{"uuid":"%s","direction":"outbound","name":"sofia/fsctl/1000@127.0.0.1",%s},'
+    rows = "".join(row % (f"{i:08d}-0000-4000-8000-000000000000", '"x":"' + "y" * 800 + '"')
+                   for i in range(20_000))
+    body = '{"row_count":20000,"rows":[' + rows[:-1] + "]}\n"
+    assert len(body) > 17_000_000
+    frames = FrameReader().feed(encode_api_response(body) + NEXT_REPLY)
+    assert [f.content_type for f in frames] == ["api/response", "api/response"]
+    assert len(frames[0].body) == len(body.encode())
