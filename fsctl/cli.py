@@ -1,4 +1,5 @@
-"""``fsctl api | worker | simulate | run | call | status``."""
+"""``fsctl``: the services (``api | worker | simulate | run | token``) and, in
+fsctl/console/, the API's command-line client (``call | status | ls | tail | cancel``)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,25 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
+import click
+
+from . import __version__
 from .errors import FsctlError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-RUN_SHUTDOWN_GRACE_S = 5.0
-"""`fsctl run`: how long live calls may go on after Ctrl-C (FSCTL_SHUTDOWN_GRACE_S wins)."""
 EXIT_SPOOLED = 75
 """`fsctl worker`'s exit status when Redis was down at its stop and records were spooled
 (EX_TEMPFAIL: a supervisor can tell it from a clean stop)."""
-RUN_STOP_MARGIN_S = 5.0
-"""`fsctl run`: how long a process may take to exit after its SIGTERM (beyond the grace)."""
+EXIT_CONFIG = 2
+"""A service refused its configuration (one error line says why)."""
 
 
 def _logging() -> None:
@@ -54,7 +52,10 @@ def cmd_api(_: argparse.Namespace) -> int:
     # pywsgi writes headers and body separately: without NODELAY a keep-alive client
     # waits ~40 ms (delayed ACK) on every response. Accepted sockets inherit the option.
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    listener.bind((s.api_host, s.api_port))
+    try:
+        listener.bind((s.api_host, s.api_port))
+    except OSError as exc:
+        raise FsctlError(f"cannot listen on {s.api_host}:{s.api_port}: {exc.strerror}") from None
     listener.listen(1024)
     server = WSGIServer(listener, create_app(s), log=None)
     log.info("API on http://%s:%d", s.api_host, s.api_port)
@@ -127,136 +128,110 @@ def cmd_simulate(argv: list[str]) -> int:
     return sim_main(argv)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """The embedded default: local redis, simulator, API and one worker; Ctrl-C stops all."""
-    from .embedded import start_redis, wait_port
+CLIENT_COMMANDS = ("call", "status", "ls", "tail", "cancel")
+"""Commands of fsctl/console/ (imported only when used: the services start without them)."""
 
-    env = dict(os.environ)
-    # Live calls get a short grace on Ctrl-C; what is still up then is adopted on the next run.
-    env.setdefault("FSCTL_SHUTDOWN_GRACE_S", str(RUN_SHUTDOWN_GRACE_S))
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-    var = Path(args.var).resolve()
-    env.setdefault("FSCTL_SPOOL_DIR", str(var / "spool"))
 
-    def spawn(name: str, argv: list[str]) -> None:
-        # A session of its own: Ctrl-C reaches only this process, which stops the others in
-        # order (API and worker while Redis and FreeSWITCH still answer, then those two).
-        procs.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+class FsctlGroup(click.Group):
+    """The ``fsctl`` group: services here, client commands loaded from fsctl/console/."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*CLIENT_COMMANDS, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in CLIENT_COMMANDS:
+            from .console import commands
+
+            return getattr(commands, cmd_name)  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+def _service(func: Callable[[], int]) -> int:
+    """Run a service command with fsctl's logging; a refused configuration is one line."""
+    _logging()
     try:
-        if not env.get("FSCTL_REDIS_URL"):
-            procs.append(("redis", start_redis(args.redis_port, var / "redis")))
-            env["FSCTL_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"
-        if not env.get("FSCTL_ESL_HOST"):
-            port = str(args.esl_port)
-            env["FSCTL_ESL_HOST"], env["FSCTL_ESL_PORT"] = "127.0.0.1", port
-            env["FSCTL_ESL_PASSWORD"] = secrets.token_urlsafe(18)
-            env.pop("FSCTL_ESL_USER", None)
-            spawn("simulator", [sys.executable, "-m", "fsctl", "simulate", "--host", "127.0.0.1",
-                                "--port", port, "--password-env", "FSCTL_ESL_PASSWORD"])
-            wait_port("127.0.0.1", args.esl_port, 10)
-        spawn("api", [sys.executable, "-m", "fsctl", "api"])
-        spawn("worker", [sys.executable, "-m", "fsctl", "worker"])
-        wait_port(env.get("FSCTL_API_HOST", "127.0.0.1"), int(env.get("FSCTL_API_PORT", "8080")),
-                  15)
-        log.info("fsctl is running: POST http://127.0.0.1:%s/voice/call/callback (Ctrl-C stops)",
-                 env.get("FSCTL_API_PORT", "8080"))
-        while all(p.poll() is None for _, p in procs):
-            time.sleep(0.3)
-        dead = [name for name, p in procs if p.poll() is not None]
-        log.error("%s exited; stopping everything", ", ".join(dead))
-        return 1
-    except KeyboardInterrupt:
-        log.info("stopping")
-        return 0
-    finally:
-        grace_s = float(env["FSCTL_SHUTDOWN_GRACE_S"]) + RUN_STOP_MARGIN_S
-        apps = [(n, p) for n, p in procs if n in ("api", "worker")]
-        stop(apps, grace_s)
-        stop([(n, p) for n, p in procs if n == "simulator"], RUN_STOP_MARGIN_S)
-        stop([(n, p) for n, p in procs if n == "redis"], RUN_STOP_MARGIN_S)
+        return int(func())
+    except FsctlError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
 
 
-def stop(procs: list[tuple[str, subprocess.Popen[bytes]]], timeout_s: float) -> None:
-    """SIGTERM these processes together; SIGKILL what is still running after ``timeout_s``."""
-    for _, p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for name, p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in time; killing it", name)
-            p.kill()
-            p.wait()
+@click.group(cls=FsctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="fsctl",
+                      message="%(prog)s %(version)s")
+def cli() -> None:
+    """fsctl: a voice callback controller for FreeSWITCH.
+
+    \b
+    Services:  fsctl run (everything, embedded default) | api | worker | simulate | token
+    Client:    fsctl call A B [--watch] | status ID | ls | tail | cancel ID
+    Client commands take --url (FSCTL_URL) and --token (FSCTL_TOKEN).
+    """
 
 
-def _http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+@cli.command("api")
+def api_command() -> int:
+    """Serve the HTTP API on FSCTL_API_HOST:FSCTL_API_PORT."""
+    return _service(lambda: cmd_api(argparse.Namespace()))
 
 
-def cmd_call(args: argparse.Namespace) -> int:
-    body = {"leg_A": {"to": args.a}, "leg_B": {"to": args.b}, "mode": args.mode,
-            "first": args.first}
-    code, reply = _http("POST", f"{args.url}/voice/call/callback", body)
-    print(json.dumps(reply, indent=2))
-    return 0 if code == 202 else 1
+@cli.command("worker")
+def worker_command() -> int:
+    """Drive callbacks through FreeSWITCH (one worker per node)."""
+    return _service(lambda: cmd_worker(argparse.Namespace()))
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    code, reply = _http("GET", f"{args.url}/voice/call/callback/{args.id}")
-    print(json.dumps(reply, indent=2))
-    return 0 if code == 200 else 1
+@cli.command("run")
+@click.option("--var", default="var", show_default=True,
+              help="data directory for the embedded redis")
+@click.option("--redis-port", type=click.IntRange(1, 65535), default=6379, show_default=True,
+              help="port of the embedded redis (when FSCTL_REDIS_URL is unset)")
+@click.option("--esl-port", type=click.IntRange(1, 65535), default=8021, show_default=True,
+              help="port of the simulator (when FSCTL_ESL_HOST is unset)")
+@click.option("--answer-delay", type=click.FloatRange(0, 300), default=None, metavar="SECONDS",
+              help="simulator: seconds a leg rings before it answers (default 1)")
+@click.option("--talk", type=click.FloatRange(min=-1), default=None, metavar="SECONDS",
+              help="simulator: seconds after the bridge until the far end hangs up "
+                   "(default 5; <0: never)")
+def run_command(var: str, redis_port: int, esl_port: int, answer_delay: float | None,
+                talk: float | None) -> int:
+    """Start redis, the simulator, the API and a worker (the embedded default); Ctrl-C stops
+    all. Set FSCTL_REDIS_URL / FSCTL_ESL_HOST to use a Redis / FreeSWITCH of yours."""
+    from .runner import run
+
+    sim_args = [*(["--answer-delay", str(answer_delay)] if answer_delay is not None else []),
+                *(["--talk", str(talk)] if talk is not None else [])]
+    return _service(lambda: run(var, redis_port, esl_port, sim_args))
+
+
+@cli.command("token")
+@click.argument("name")
+def token_command(name: str) -> int:
+    """Make a new API token NAME: prints it and the tokens-file entry (only its hash)."""
+    return _service(lambda: cmd_token(argparse.Namespace(name=name)))
+
+
+@cli.command("simulate", context_settings={"ignore_unknown_options": True,
+                                           "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulate_command(args: tuple[str, ...]) -> int:
+    """Run the FreeSWITCH simulator (see fsctl simulate -h)."""
+    return cmd_simulate(list(args))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fsctl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="serve the HTTP API").set_defaults(func=cmd_api)
-    sub.add_parser("worker", help="drive callbacks through FreeSWITCH").set_defaults(
-        func=cmd_worker)
-    sub.add_parser("simulate", help="run the FreeSWITCH simulator (see fsctl simulate -h)",
-                   add_help=False)
-    p = sub.add_parser("run", help="start redis, simulator, API and worker (embedded default)")
-    p.add_argument("--var", default="var", help="data directory for the embedded redis")
-    p.add_argument("--redis-port", type=int, default=6379,
-                   help="port of the embedded redis (when FSCTL_REDIS_URL is unset)")
-    p.add_argument("--esl-port", type=int, default=8021,
-                   help="port of the simulator (when FSCTL_ESL_HOST is unset)")
-    p.set_defaults(func=cmd_run)
-    default_url = f"http://127.0.0.1:{os.environ.get('FSCTL_API_PORT', '8080')}"
-    p = sub.add_parser("call", help="POST a callback to the API")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--mode", default="sequential", choices=("sequential", "simultaneous"))
-    p.add_argument("--first", default="A", choices=("A", "B"))
-    p.add_argument("--url", default=default_url)
-    p.set_defaults(func=cmd_call)
-    p = sub.add_parser("token", help="make a new API token (prints it and its hash entry)")
-    p.add_argument("name")
-    p.set_defaults(func=cmd_token)
-    p = sub.add_parser("status", help="show a callback")
-    p.add_argument("id")
-    p.add_argument("--url", default=default_url)
-    p.set_defaults(func=cmd_status)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:
         return cmd_simulate(argv[1:])  # its own parser: fsctl simulate -h
-    args = parser.parse_args(argv)
-    _logging()
     try:
-        return int(args.func(args))
-    except FsctlError as exc:
-        log.error("%s", exc)
-        return 2
+        result: Any = cli.main(args=argv, prog_name="fsctl", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("fsctl: interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigError
@@ -60,8 +61,10 @@ def wait_port(host: str, port: int, timeout_s: float) -> None:
 
 
 def start_redis(port: int, data_dir: Path, *, appendonly: bool = True,
-                extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    """Start redis-server on 127.0.0.1:port with its data (AOF everysec) under data_dir."""
+                extra_args: tuple[str, ...] = (),
+                preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """Start redis-server on 127.0.0.1:port with its data (AOF everysec) under data_dir
+    (``preexec_fn``: run in the child before redis-server, e.g. to die with its parent)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_in_use("127.0.0.1", port):
         raise ConfigError(f"127.0.0.1:{port} is already in use: stop what listens there, "
@@ -77,7 +80,8 @@ def start_redis(port: int, data_dir: Path, *, appendonly: bool = True,
     # A session of its own: a Ctrl-C in the terminal must not stop Redis before the worker
     # has written what it knows (fsctl run stops Redis last).
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=preexec_fn)  # noqa: PLW1509 - callers without threads
     try:
         wait_port("127.0.0.1", port, REDIS_START_TIMEOUT_S)
         if proc.poll() is not None:

@@ -53,3 +53,16 @@ class StoreError(FsctlError):
 
 class NotFound(StoreError):
     """No callback with that id."""
+
+
+class ApiUnreachable(FsctlError):
+    """The CLI could not reach the HTTP API (refused, timed out, not HTTP)."""
+
+
+class ApiRefused(FsctlError):
+    """The HTTP API answered the CLI with an error (``status``, its message and errors)."""
+
+    def __init__(self, status: int, message: str, errors: object = None,
+                 retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.errors, self.retry_after = status, errors, retry_after

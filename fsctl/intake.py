@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 from . import schemas
 from .errors import PolicyDenied
 from .model import Callback
+from .store import Refused
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -169,7 +170,12 @@ class Intake:
             self.w.store.dead_letter(entry_id, fields, f"invalid request: {reason}")
             return None
         cb.job_id = entry_id
-        self.w.store.create_from_job(cb, entry_id)
+        try:
+            self.w.store.create_from_job(cb, entry_id, self.w.settings.dest_max_per_hour)
+        except Refused as exc:  # the API's per-destination limit holds here too
+            log.warning("job %s: refused, dead-lettered: %s", entry_id, exc)
+            self.w.store.dead_letter(entry_id, fields, f"refused: {exc}")
+            return None
         log.info("callback %s: created from redis-cli job %s", cb.id, entry_id)
         return cb.id
 

@@ -94,6 +94,33 @@ return {'ok', entry}
 """
 
 
+# A redis-cli job's callback, stored under the same per-destination limit as the API's
+# (idempotent: a redelivered job finds its record and counts nothing again).
+# Returns {"ok"}, {"exists"} or {"dest", retry-after-s, index}.
+_ADMIT_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 5, #KEYS do
+    local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if tonumber(ARGV[4]) >= 0 and n >= tonumber(ARGV[4]) then
+      return {'dest', redis.call('TTL', KEYS[i]), i - 4}
+    end
+  end
+  for i = 5, #KEYS do
+    if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[5])) end
+  end
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[6]))
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2])
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[2])
+  return {'ok'}
+end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[6]))
+redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[2])
+return {'exists'}
+"""
+
+
 # Give back one count per destination (never below zero): legs that were never dialled.
 _RELEASE = """
 for i = 1, #KEYS do
@@ -217,6 +244,7 @@ class Store:
         self.record_ttl_s = record_ttl_s
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
+        self._admit_job = client.register_script(_ADMIT_JOB)
         self._swap = client.register_script(_SWAP)
 
     # -- records ------------------------------------------------------------------
@@ -545,15 +573,23 @@ class Store:
         pipe.xack(self.keys.jobs, GROUP, entry_id)
         pipe.execute()
 
-    def create_from_job(self, cb: Callback, entry_id: str) -> bool:
-        """Store the callback a redis-cli job became (idempotent on redelivery)."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.callback(cb.id), _dump(cb), nx=True)
-        pipe.set(self.keys.job(entry_id), cb.id, ex=self.record_ttl_s)
-        pipe.zadd(self.keys.callbacks, {cb.id: cb.created_at}, nx=True)
-        pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at}, nx=True)
-        created, *_ = pipe.execute()
-        return bool(created)
+    def create_from_job(self, cb: Callback, entry_id: str, dest_max_per_hour: int = -1) -> bool:
+        """Store the callback a redis-cli job became (idempotent on redelivery), counted
+        against the per-destination limit like an API request (-1: no limit). True when
+        stored now, False when a redelivery found it; :class:`Refused` over the limit."""
+        dests = sorted({destination(leg.to) for leg in cb.legs.values()})
+        cb.dest_counted = True  # stored with the record only if the script admits it
+        keys = [self.keys.callback(cb.id), self.keys.job(entry_id), self.keys.callbacks,
+                self.keys.state(cb.state), *[self.keys.dest(d) for d in dests]]
+        args = [_dump(cb), cb.id, cb.created_at, dest_max_per_hour, DEST_WINDOW_S,
+                self.record_ttl_s]
+        reply = self._admit_job(keys=keys, args=args)
+        if reply[0] == "dest":
+            cb.dest_counted = False
+            number = dests[int(reply[2]) - 1]
+            raise Refused("dest", int(reply[1]),
+                          f"{number} was called {dest_max_per_hour} times this hour")
+        return bool(reply[0] == "ok")
 
     def release_destinations(self, cb: Callback) -> None:
         """Give back the cooldown counts of the legs a finished callback never dialled:
