@@ -67,3 +67,36 @@ def test_invalid_job_goes_to_dead_letter_with_reason(stack, fields: list[str], n
     assert json.loads(item["payload"]) == dict(zip(fields[::2], fields[1::2], strict=True))
     assert stack.redis.xpending("fsctl:jobs", "workers")["pending"] == 0
     assert stack.redis.zcard("fsctl:callbacks") == 0
+
+
+def test_redis_cli_jobs_count_against_the_apis_destination_limit(redis_url: str) -> None:
+    """'whoever asks': three jobs for one number under a limit of 2 — two callbacks, the
+    third dead-lettered with the reason; the API then refuses that number as well (one counter)."""
+    import gevent
+    from stack import Stack
+    from support import esl_target
+
+    stack = Stack(redis_url, esl_target(), dest_max_per_hour=2)
+    try:
+        request = json.dumps({"leg_A": {"to": "1000123", "route": "busy"},
+                              "leg_B": {"to": "1000125"}})
+        entries = [redis_cli(stack, "XADD", "fsctl:jobs", "*", "request", request)
+                   for _ in range(3)]
+        for _ in range(200):
+            made = [stack.redis.get(f"fsctl:job:{e}") for e in entries]
+            dead = stack.redis.xrange("fsctl:jobs:dead")
+            if sum(1 for m in made if m) + len(dead) == 3:
+                break
+            gevent.sleep(0.05)
+        assert [bool(m) for m in made] == [True, True, False], made
+        assert len(dead) == 1 and dead[0][1]["entry_id"] == entries[2], dead
+        assert dead[0][1]["reason"] == "refused: dest limit: 1000123 was called 2 times this hour"
+        for callback_id in made[:2]:
+            assert stack.wait_for(callback_id, "failed")["outcome"] == "a_busy"
+        code, reply, _ = stack.http("POST", "/voice/call/callback",
+                                    {"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000999"}})
+        assert code == 429 and reply["errors"]["limit"] == "dest", reply
+        # B (1000125) was never rung: its counts were given back, as for API requests
+        assert stack.redis.get("fsctl:dest:1000125") in (None, "0")
+    finally:
+        stack.close()
