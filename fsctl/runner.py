@@ -143,7 +143,7 @@ def run(var_dir: str, redis_port: int, esl_port: int, sim_args: list[str] | None
     """Start everything, print how to use it, wait for Ctrl-C; stop everything.
     ``sim_args``: more options of ``fsctl simulate`` (its far ends' behaviour)."""
     from . import settings as settings_mod
-    from .cli import check_api_exposure
+    from .cli import LOOPBACK, check_api_exposure
 
     env = dict(os.environ)
     # Live calls get a short grace on Ctrl-C; what is still up then is adopted on the next run.
@@ -166,7 +166,9 @@ def run(var_dir: str, redis_port: int, esl_port: int, sim_args: list[str] | None
                          f"{settings_mod.Settings().dest_max_per_hour}, applies as soon as "
                          "FSCTL_ESL_HOST points at a FreeSWITCH; set it to choose)")
     s = settings_mod.load(env)  # every setting checked before anything starts
-    check_api_exposure(s)
+    s.check_esl_password()
+    if s.tokens or s.api_host not in LOOPBACK:
+        check_api_exposure(s)  # refuses an open API off loopback (the API warns of the rest)
     if not notes:
         notes.append(f"per-destination limit: {s.dest_max_per_hour} calls per number per hour "
                      "(FSCTL_DEST_MAX_PER_HOUR)")

@@ -69,6 +69,7 @@ def test_invalid_job_goes_to_dead_letter_with_reason(stack, fields: list[str], n
     assert stack.redis.zcard("fsctl:callbacks") == 0
 
 
+@pytest.mark.freeswitch
 def test_redis_cli_jobs_count_against_the_apis_destination_limit(redis_url: str) -> None:
     """'whoever asks': three jobs for one number under a limit of 2 — two callbacks, the
     third dead-lettered with the reason; the API then refuses that number as well (one counter)."""

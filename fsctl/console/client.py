@@ -21,13 +21,17 @@ LIST_PAGES_MAX = 50
 """Most pages one listing follows (each reads at most 1,000 index entries)."""
 
 
+def valid_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 class Api:
     """A small client of the fsctl HTTP API."""
 
     def __init__(self, url: str, token: str | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if not valid_url(url):
             raise ApiUnreachable(f"--url {url!r}: give http://host:port (or https://)")
         self.url = url.rstrip("/")
         headers = {"Accept": "application/json", "User-Agent": "fsctl-cli"}
@@ -64,9 +68,11 @@ class Api:
         except ValueError:
             raise ApiUnreachable(f"{self.url}{path} answered {resp.status_code} without JSON: "
                                  "is that an fsctl API?") from None
+        if not isinstance(doc, dict):
+            raise ApiUnreachable(f"{self.url}{path} answered {resp.status_code} with JSON that "
+                                 "is not an fsctl answer: is that an fsctl API?")
         if resp.status_code >= 400:
-            message = doc.get("message") if isinstance(doc, dict) else None
-            errors = doc.get("errors") if isinstance(doc, dict) else None
+            message, errors = doc.get("message"), doc.get("errors")
             raise ApiRefused(resp.status_code, str(message or resp.reason_phrase), errors,
                              resp.headers.get("Retry-After"))
         return resp.status_code, doc, resp.headers

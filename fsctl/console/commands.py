@@ -31,7 +31,7 @@ import click
 from ..errors import ApiRefused, ApiUnreachable
 from ..model import CALLBACK_STATES
 from . import render
-from .client import DEFAULT_TIMEOUT_S, Api
+from .client import DEFAULT_TIMEOUT_S, Api, valid_url
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,9 @@ def client_command(func: F) -> F:
                   help="seconds to wait for the API on each request")
     @functools.wraps(func)
     def wrapper(url: str, token: str | None, http_timeout: float, **kwargs: Any) -> int:
+        if not valid_url(url):
+            raise click.BadParameter(f"{url!r}: give http://host:port (or https://)",
+                                     param_hint="--url")
         try:
             with Api(url, token, http_timeout) as api:
                 return func(api, **kwargs)
