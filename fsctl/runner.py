@@ -217,7 +217,7 @@ def run(var_dir: str, redis_port: int, esl_port: int, sim_args: list[str] | None
                                   f"{START_TIMEOUT_S:.0f}s")
             notes.append(f"the worker is not connected to FreeSWITCH at {s.esl_host}:"
                          f"{s.esl_port} yet (see its log): callbacks wait queued until it is")
-        banner(s, var if embedded_redis else None, embedded_esl, notes)
+        banner(s, var / "redis" if embedded_redis else None, embedded_esl, notes)
         while all(p.poll() is None for _, p in procs):
             time.sleep(0.3)
         dead = [name for name, p in procs if p.poll() is not None]
@@ -238,9 +238,10 @@ def run(var_dir: str, redis_port: int, esl_port: int, sim_args: list[str] | None
 def banner(s: Settings, redis_dir: Path | None, embedded_esl: bool, notes: list[str]) -> None:
     """What is running and how to reach each part (stdout, once everything is up)."""
     base = f"http://{s.api_host}:{s.api_port}"
+    url = "" if base == "http://127.0.0.1:8080" else f" --url {base}"
     lines = ["fsctl is running (Ctrl-C stops everything):",
              (f"  API        POST {base}/voice/call/callback   "
-              "try: fsctl call 1000123 1000125 --watch"),
+              f"try: fsctl call 1000123 1000125 --watch{url}"),
              f"  Redis      {s.redis_url}" + (f" (data in {redis_dir})" if redis_dir else "")]
     if embedded_esl:
         lines += [(f"  simulator  FreeSWITCH event socket on {s.esl_host}:{s.esl_port}, "

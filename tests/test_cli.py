@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -181,6 +182,38 @@ def test_every_leg_option_reaches_the_api(secured: Run) -> None:
     assert res.stdout.splitlines()[-1].startswith("cancelled"), res.stdout
     status = json.loads(fsctl("status", rec["id"], "--json", env=client_env(secured)).stdout)
     assert status["state"] == "cancelled"
+
+
+def test_on_a_terminal_the_watch_is_a_live_table(secured: Run) -> None:
+    """A terminal (a pty here) gets rich's live view: styles, the legs table, the end line."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fsctl", "call", "1000123", "1000129",
+                             "--watch"], env={**client_env(secured), "TERM": "xterm",
+                                              "COLUMNS": "100"},
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                chunks.append(os.read(master, 65536))
+            except OSError:  # EIO: the child closed the terminal
+                break
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=10) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert ANSI.search(screen), "styled"
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    headers = {line.split() == ["leg", "to", "state", "ringing", "answered", "bridged",
+                                "hungup", "cause", "sip"] for line in text.splitlines()}
+    assert True in headers, text  # 100 columns: the compact table (no from, route, dialed)
+    assert re.search(r"^A\s+1000123\s+hungup\s", text, re.MULTILINE), text
+    assert re.search(r"completed: talk time \d+\.\d s\s*$", text), text[-2000:]
 
 
 def test_a_refused_request_is_one_line_with_the_api_reason(secured: Run) -> None:

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -186,7 +185,7 @@ def watch(api: Api, out: render.Out, rec: dict[str, Any], timeout_s: float | Non
                 else:
                     recent = [*recent, text][-8:]
             if live is not None:
-                live.update(Group(render.summary_renderable(rec),
+                live.update(Group(render.summary_renderable(rec, width=out.console.width),
                                   Text("\n".join(recent), style="dim")))
             if rec.get("state") in render.FINAL:
                 break
@@ -409,9 +408,3 @@ def tail(api: Api, state: str | None, exit_after: int | None) -> int:
 
 
 COMMANDS = (call, status, ls, tail, cancel)
-
-
-def exit_code_table() -> str:
-    """The exit codes, for the README and ``--help``."""
-    doc = sys.modules[__name__].__doc__ or ""
-    return doc[doc.index("===="):]

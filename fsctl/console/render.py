@@ -14,6 +14,8 @@ from rich.text import Text
 FINAL = ("completed", "failed", "cancelled")
 LEG_COLUMNS = ("leg", "to", "from", "route", "state", "dialed", "ringing", "answered",
                "bridged", "hungup", "cause", "sip")
+WIDE_COLUMNS = 110
+"""A terminal at least this wide shows every leg column."""
 STATE_STYLE = {"completed": "bold green", "failed": "bold red", "cancelled": "yellow",
                "bridged": "bold cyan", "waiting": "cyan", "dialing": "blue", "queued": "dim",
                "answered": "cyan", "ringing": "blue", "early": "blue", "hungup": "dim"}
@@ -95,14 +97,17 @@ def summary_lines(rec: dict[str, Any]) -> list[str]:
     return lines
 
 
-def legs_table(rec: dict[str, Any]) -> Table:
+def legs_table(rec: dict[str, Any], width: int = 200) -> Table:
+    """The legs as a table; on a narrow terminal without from, route and dialed."""
+    keep = [i for i, col in enumerate(LEG_COLUMNS)
+            if width >= WIDE_COLUMNS or col not in ("from", "route", "dialed")]
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in LEG_COLUMNS:
-        table.add_column(col, no_wrap=True)
+    for i in keep:
+        table.add_column(LEG_COLUMNS[i], no_wrap=True)
     for row in leg_rows(rec):
-        row_text = [Text(c) for c in row]
-        row_text[4].stylize(STATE_STYLE.get(row[4], ""))
-        table.add_row(*row_text)
+        cells = [Text(c) for c in row]
+        cells[4].stylize(STATE_STYLE.get(row[4], ""))
+        table.add_row(*[cells[i] for i in keep])
     return table
 
 
@@ -114,12 +119,13 @@ def styled_headline(rec: dict[str, Any], now: float | None = None) -> Text:
     return text
 
 
-def summary_renderable(rec: dict[str, Any], now: float | None = None) -> RenderableType:
+def summary_renderable(rec: dict[str, Any], now: float | None = None,
+                       width: int = 200) -> RenderableType:
     """``fsctl status`` on a terminal (and the live view of ``--watch``)."""
     info = Text(f"mode {rec.get('mode')}, first {rec.get('first')}; created "
                 f"{clock(rec.get('created_at'))}, ended {clock(rec.get('ended_at'))}",
                 style="dim")
-    return Group(styled_headline(rec, now), info, legs_table(rec))
+    return Group(styled_headline(rec, now), info, legs_table(rec, width))
 
 
 def history_text(entry: dict[str, Any], base: float) -> str | None:
@@ -200,6 +206,6 @@ class Out:
 
     def summary(self, rec: dict[str, Any]) -> None:
         if self.tty:
-            self.console.print(summary_renderable(rec))
+            self.console.print(summary_renderable(rec, width=self.console.width))
         else:
             self.lines(summary_lines(rec))
