@@ -58,6 +58,8 @@ class Run:
     log: Path
     url: str
     ports: tuple[int, ...]
+    children: tuple[int, ...] = ()
+    """Its child processes once it was running (killed at the end if any outlived it)."""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -80,6 +82,7 @@ def start_run(tmp: Path, *extra_args: str, **env: str) -> Run:
             stop_run(run)
             raise AssertionError("fsctl run did not start: " + run.output()[-3000:])
         time.sleep(0.1)
+    run.children = tuple(children_of(proc.pid))
     return run
 
 
@@ -91,6 +94,9 @@ def stop_run(run: Run) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(run.proc.pid, signal.SIGKILL)
             run.proc.wait()
+    for pid in run.children:  # never leave one behind, whatever the test found
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def children_of(pid: int) -> list[int]:
@@ -334,8 +340,6 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         yield run
     finally:
         stop_run(run)
-        for pid in children_of(run.proc.pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_readme_example_can_be_repeated_10_times(embedded: Run) -> None:
@@ -359,7 +363,8 @@ def test_the_readme_example_can_be_repeated_10_times(embedded: Run) -> None:
 
 def test_sigkill_of_fsctl_run_leaves_no_child_alive(embedded: Run) -> None:
     children = children_of(embedded.proc.pid)
-    assert len(children) == 4, children  # redis-server, simulator, API, worker
+    assert len(children) == 4 and set(children) == set(embedded.children), children
+    # (redis-server, simulator, API, worker)
     embedded.proc.kill()
     embedded.proc.wait()
     deadline = time.monotonic() + 30
