@@ -20,6 +20,8 @@ from .auth import OPEN, Principal, authenticate
 from .callback import Cancel
 from .errors import PolicyDenied, StoreError
 from .model import CALLBACK_STATES, Callback
+from .ops import http as ops_http
+from .ops.logs import callback_fields
 from .settings import Settings
 from .store import Duplicate, Limits, Refused, Store, connect
 
@@ -129,6 +131,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
+        request.environ[ops_http.ERROR_KEY] = (exc.message, exc.errors)  # for the access line
         return _json(error_payload(exc.code, exc.message, exc.errors), exc.code, exc.headers)
 
     @app.errorhandler(HTTPException)
@@ -140,6 +143,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     @app.errorhandler(StoreError)
     def _storage_down(exc: Exception) -> Response:
         log.error("storage unavailable: %s", exc)
+        request.environ[ops_http.ERROR_KEY] = ("storage unavailable", None)
         return _json(error_payload(503, "storage unavailable; nothing was accepted"), 503,
                      {"Retry-After": "1"})
 
@@ -191,7 +195,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
             raise ApiError(429, str(exc), {"limit": exc.reason},
                            {"Retry-After": str(exc.retry_after_s)}) from None
         log.info("callback %s: accepted (%s, first %s, owner %s)", cb.id, cb.mode, cb.first,
-                 who.name)
+                 who.name, extra=callback_fields(cb.id, {n: leg.uuid for n, leg in cb.legs.items()}))
         return _json(schemas.present(cb), 202, {"Location": f"{BASE}/{cb.id}"})
 
     @app.get(f"{BASE}/<callback_id>")
@@ -245,4 +249,5 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
                 f"&state={state}" if state else "")
         return _json(page)
 
+    ops_http.install(app, store)  # /livez, /readyz, /metrics, request metrics, access log
     return app

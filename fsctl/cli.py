@@ -31,8 +31,10 @@ RUN_STOP_MARGIN_S = 5.0
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("FSCTL_LOG_LEVEL", "INFO").upper(),
-                        format=LOG_FORMAT)
+    """FSCTL_LOG_LEVEL, FSCTL_LOG_FORMAT (json / text / auto): see fsctl.ops.logs."""
+    from .ops.logs import setup
+
+    setup()
 
 
 def cmd_api(_: argparse.Namespace) -> int:
@@ -251,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["simulate"]:
         return cmd_simulate(argv[1:])  # its own parser: fsctl simulate -h
     args = parser.parse_args(argv)
-    _logging()
     try:
+        _logging()
         return int(args.func(args))
     except FsctlError as exc:
         log.error("%s", exc)

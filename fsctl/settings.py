@@ -102,6 +102,15 @@ class Settings:
     """Where a worker keeps the records it could not write to Redis when it stopped."""
     queue_timeout_s: float = 120.0
     """Longest a callback waits queued for a node with a connection and room; then expired."""
+    worker_metrics_host: str = "127.0.0.1"
+    """Address a worker serves /metrics, /livez and /readyz on."""
+    worker_metrics_port: int = 0
+    """Port of a worker's /metrics, /livez and /readyz; 0: not served."""
+    heartbeat_ttl_s: float = 10.0
+    """A worker's heartbeat in Redis expires after this (written every third of it): the
+    API's /readyz counts only workers heard from within it."""
+    api_workers: int = 1
+    """gunicorn worker processes of the API (fsctl.ops.gunicorn_conf)."""
 
     def check_esl_password(self) -> None:
         """Refuse the vanilla ClueCon password (and an empty one) unless explicitly allowed."""
@@ -211,4 +220,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         sessions_max=_number(env, "FSCTL_SESSIONS_MAX", d.sessions_max, 0, 10_000_000),
         spool_dir=env.get("FSCTL_SPOOL_DIR") or d.spool_dir,
         queue_timeout_s=_number(env, "FSCTL_QUEUE_TIMEOUT_S", d.queue_timeout_s, 1.0, 86_400.0),
+        worker_metrics_host=env.get("FSCTL_WORKER_METRICS_HOST") or d.worker_metrics_host,
+        worker_metrics_port=_number(env, "FSCTL_WORKER_METRICS_PORT", d.worker_metrics_port, 0,
+                                    65535),
+        heartbeat_ttl_s=_number(env, "FSCTL_HEARTBEAT_TTL_S", d.heartbeat_ttl_s, 1.0, 3600.0),
+        api_workers=_number(env, "FSCTL_API_WORKERS", d.api_workers, 1, 256),
     )

@@ -16,6 +16,10 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
 - ``<p>:dest:<number>``   callbacks to one destination in the current hour (counter)
 - ``<p>:idem:<owner>:<key>``  the callback an Idempotency-Key created (string, 24 h)
+- ``<p>:workers``         names of the workers that sent a heartbeat (set)
+- ``<p>:worker:<name>``   a worker's heartbeat: node, event socket connected, time (string,
+  expires after the heartbeat TTL: a dead worker's vanishes)
+- ``<p>:stats:outcomes``  callbacks finished, per ``<state>:<outcome>``, all workers (hash)
 """
 
 from __future__ import annotations
@@ -187,6 +191,24 @@ class Keys:
     def idempotency(self, owner: str | None, key: str) -> str:
         return f"{self.prefix}:idem:{owner or OPEN_OWNER}:{key}"
 
+    # -- operations (fsctl.ops): heartbeats and counters -----------------------------------
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.prefix}:stats:outcomes"
+
+
+def outcome_field(state: str, outcome: str | None) -> str:
+    """The field of ``<p>:stats:outcomes`` counting callbacks that ended so."""
+    return f"{state}:{outcome or state}"
+
 
 def _dump(cb: Callback) -> bytes:
     """A record as compact JSON (orjson: the worker writes one on every change)."""
@@ -266,14 +288,19 @@ class Store:
         return _load(raw) if raw else None
 
     def save_many(self, items: list[tuple[Callback, str | None]],
-                  acks: list[str] | None = None) -> None:
+                  acks: list[str] | None = None,
+                  outcomes: dict[str, int] | None = None) -> None:
         """Write records in one transaction, each moved between state indexes if needed,
-        and acknowledge the jobs ``acks`` (of callbacks these records end) with them."""
+        and acknowledge the jobs ``acks`` (of callbacks these records end) with them;
+        ``outcomes`` (``<state>:<outcome>`` → how many more ended so) go into the shared
+        counters in the same transaction."""
         pipe = self.r.pipeline(transaction=True)
         for cb, previous_state in items:
             self._queue_save(pipe, cb, previous_state)
         if acks:
             pipe.xack(self.keys.jobs, GROUP, *acks)
+        for field, n in (outcomes or {}).items():
+            pipe.hincrby(self.keys.outcomes, field, n)
         pipe.execute()
 
     def _queue_save(self, pipe: Any, cb: Callback, previous_state: str | None) -> None:
@@ -414,6 +441,8 @@ class Store:
         cb = self.update_if(callback_id, change)
         if cb is not None and counted[0]:
             self.release_destinations(cb)
+        if cb is not None and ended[0]:
+            self.r.hincrby(self.keys.outcomes, outcome_field(cb.state, cb.outcome), 1)
         return cb, ended[0]
 
     def end_queued_before(self, cutoff: float, make_event: Callable[[], Input],
@@ -583,3 +612,53 @@ class Store:
         if not reply:
             return []
         return [(entry_id, fields) for _stream, entries in reply for entry_id, fields in entries]
+
+    # -- operations (fsctl.ops): heartbeats, counters, queue --------------------------------
+
+    def heartbeat(self, name: str, node: str, esl_connected: bool, ttl_s: float) -> None:
+        """This worker is alive (for ``ttl_s``) and its event socket is (not) connected."""
+        doc = json.dumps({"node": node, "esl_connected": esl_connected, "ts": time.time()})
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(self.keys.workers, name)
+        pipe.set(self.keys.worker(name), doc, px=max(1, int(ttl_s * 1000)))
+        pipe.execute()
+
+    def forget_worker(self, name: str) -> None:
+        """A worker stopping cleanly: it no longer counts for readiness."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.srem(self.keys.workers, name)
+        pipe.delete(self.keys.worker(name))
+        pipe.execute()
+
+    def worker_heartbeats(self) -> dict[str, dict[str, Any]]:
+        """The workers whose heartbeat has not expired: name → node, esl_connected, ts.
+        Names whose heartbeat expired are dropped from the set."""
+        names = sorted(self.r.smembers(self.keys.workers))
+        if not names:
+            return {}
+        raws = self.r.mget([self.keys.worker(n) for n in names])
+        out: dict[str, dict[str, Any]] = {}
+        gone = []
+        for name, raw in zip(names, raws, strict=True):
+            if raw:
+                out[name] = json.loads(raw)
+            else:
+                gone.append(name)
+        if gone:
+            self.r.srem(self.keys.workers, *gone)
+        return out
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Callbacks finished so far (all workers), per ``<state>:<outcome>``."""
+        return {k: int(v) for k, v in self.r.hgetall(self.keys.outcomes).items()}
+
+    def queue_stats(self) -> tuple[int, float | None, dict[str, int]]:
+        """Callbacks queued, the creation time of the oldest queued one (None: none), and
+        how many callbacks each state index holds (finished ones: kept record_ttl_s)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(self.keys.state("queued"), 0, 0, withscores=True)
+        for state in CALLBACK_STATES:
+            pipe.zcard(self.keys.state(state))
+        oldest, *counts = pipe.execute()
+        by_state = dict(zip(CALLBACK_STATES, (int(n) for n in counts), strict=True))
+        return by_state["queued"], (float(oldest[0][1]) if oldest else None), by_state
