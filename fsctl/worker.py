@@ -225,11 +225,11 @@ class Worker:
             self._retry_redis(self.intake.resume_own_jobs)
             self._resumed.set()
         self.recovery.reconcile(core_uuid)
-        self._beat()
+        gevent.spawn(self._beat)  # /readyz hears of it now (the link's greenlet never waits)
 
     def _on_link_down(self, reason: str) -> None:
         log.warning("worker %s: not claiming jobs until FreeSWITCH is back (%s)", self.name, reason)
-        self._beat()
+        gevent.spawn(self._beat)
 
     # -- jobs -----------------------------------------------------------------------
 
