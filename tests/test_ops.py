@@ -21,8 +21,8 @@ from typing import Any
 
 import gevent
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from procs import terminate_group
+from prometheus_client.parser import text_string_to_metric_families
 from stack import SEED, Stack
 
 from fsctl.embedded import free_port, start_redis, wait_port
