@@ -20,7 +20,7 @@ from .auth import OPEN, Principal, authenticate
 from .callback import Cancel
 from .errors import PolicyDenied, StoreError
 from .model import CALLBACK_STATES, Callback
-from .ops import http as ops_http
+from .ops import endpoints as ops_http
 from .ops.logs import callback_fields
 from .settings import Settings
 from .store import Duplicate, Limits, Refused, Store, connect

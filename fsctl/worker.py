@@ -138,7 +138,7 @@ class Worker:
                                            self._sweep_loop, self._expire_loop, self._beat_loop]
         self._greenlets = [gevent.spawn(loop) for loop in loops]
         if self.settings.worker_metrics_port:
-            from .ops.http import serve_worker
+            from .ops.endpoints import serve_worker
 
             self.ops_server = serve_worker(self, self.settings.worker_metrics_host,
                                            self.settings.worker_metrics_port)

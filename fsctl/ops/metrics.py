@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from ..model import Callback, Leg
 from ..store import Store
@@ -96,7 +95,7 @@ class WorkerMetrics:
             self.legs_sip_status.labels(leg.sip_status).inc()
 
 
-class _WorkerCollector(Collector):
+class _WorkerCollector:
     """The worker's numbers that exist anyway, read at scrape time (no cost per call)."""
 
     def __init__(self, worker: Worker) -> None:
@@ -151,7 +150,7 @@ class ApiMetrics:
         self.duration.labels(method, route).observe(duration_s)
 
 
-class RedisCollector(Collector):
+class RedisCollector:
     """What all workers and APIs share, read from Redis at scrape time: a few commands in
     one round trip. Redis unreachable: ``fsctl_redis_up 0`` and nothing else from here."""
 
