@@ -96,6 +96,15 @@ def worker_port(s: Stack) -> int:
     return s.settings.worker_metrics_port
 
 
+def complete(s: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The seed callback, bridged, then hung up by a DELETE (both legs are killed; B is gone
+    with A by the time its kill arrives): (as accepted, as completed)."""
+    rec = s.create(SEED)
+    s.wait_for(rec["id"], "bridged")
+    assert s.http("DELETE", f"{BASE}/{rec['id']}")[0] == 202
+    return rec, s.wait_for(rec["id"], "completed")
+
+
 # -- metrics ------------------------------------------------------------------------------------
 
 
@@ -106,8 +115,7 @@ def test_a_completed_callback_shows_in_worker_and_api_metrics(
     before = scrape(s.api_port)
     assert value(before, "fsctl_callbacks_finished_total", state="completed",
                  outcome="completed") is None
-    rec = s.create(SEED)
-    done = s.wait_for(rec["id"], "completed")
+    rec, done = complete(s)
     wp = worker_port(s)
 
     def worker_done() -> Samples | None:
@@ -149,8 +157,11 @@ def test_a_completed_callback_shows_in_worker_and_api_metrics(
     assert (value(api, "fsctl_api_requests_total", method="GET", route=BASE + "/{callback_id}",
                   status="200") or 0) >= 1
     # the kill of a leg that hung up already is expected: DEBUG, never INFO
-    kills = [r for r in caplog.records if "No such channel" in r.getMessage()]
+    kills = wait_until(lambda: [r for r in caplog.records if "No such channel" in r.getMessage()],
+                       "the kill of the leg already gone")
     assert all(r.levelno == logging.DEBUG for r in kills), [r.getMessage() for r in kills]
+    assert any(r.levelno == logging.INFO and "kill leg A" in r.getMessage()
+               for r in caplog.records)  # a kill that hung a leg up stays INFO
 
 
 def test_a_failed_callback_counts_its_outcome_and_cause(ops_stack: Stack) -> None:
@@ -270,8 +281,7 @@ def test_json_lines_carry_callback_id_and_leg_uuids(ops_stack: Stack) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        rec = s.create(SEED)
-        s.wait_for(rec["id"], "completed")
+        rec, _ = complete(s)
         code, _ = request(s.api_port, "POST", BASE, {"leg_A": {"to": "x"}})
         assert code == 422
         wait_until(lambda: f"callback {rec['id']}: completed" in out.getvalue(),
@@ -298,8 +308,9 @@ def test_json_lines_carry_callback_id_and_leg_uuids(ops_stack: Stack) -> None:
     assert post["duration_ms"] >= 0
     bad = next(line for line in access if line["status"] == 422)
     assert bad["error"] == "invalid callback request" and "leg_A" in bad["errors"]
-    assert not any(line["logger"] == "fsctl.commander" and "No such channel" in line["message"]
-                   for line in lines)  # expected kills are DEBUG
+    commander = [line["message"] for line in lines if line["logger"] == "fsctl.commander"]
+    assert any("kill leg A" in m for m in commander)
+    assert not any("No such channel" in m for m in commander)  # expected: at DEBUG
 
 
 def test_text_format_and_the_setting() -> None:
