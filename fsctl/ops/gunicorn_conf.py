@@ -44,6 +44,9 @@ keepalive = KEEPALIVE_S
 graceful_timeout = GRACEFUL_TIMEOUT_S
 proc_name = "fsctl-api"
 accesslog = None  # fsctl.access is the access log (below)
+# gunicorn >= 25's control socket (gunicornc) would go to $HOME/.gunicorn: the service user has
+# no home, and systemd's reload (HUP) and stop (TERM) are all it needs (ignored by older ones)
+control_socket_disable = True
 
 _level = (os.environ.get("FSCTL_LOG_LEVEL") or DEFAULT_LOG_LEVEL).upper()
 loglevel = _level.lower()
