@@ -29,6 +29,8 @@ from fsctl.embedded import free_port, start_redis, wait_port
 from fsctl.errors import ConfigError
 from fsctl.ops import logs
 from fsctl.settings import load
+from fsctl.simulator import SimConfig
+from fsctl.simulator.config import Behaviour
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +117,7 @@ def test_a_completed_callback_shows_in_worker_and_api_metrics(
     before = scrape(s.api_port)
     assert value(before, "fsctl_callbacks_finished_total", state="completed",
                  outcome="completed") is None
-    rec, done = complete(s)
+    _, done = complete(s)
     wp = worker_port(s)
 
     def worker_done() -> Samples | None:
@@ -164,24 +166,35 @@ def test_a_completed_callback_shows_in_worker_and_api_metrics(
                for r in caplog.records)  # a kill that hung a leg up stays INFO
 
 
-def test_a_failed_callback_counts_its_outcome_and_cause(ops_stack: Stack) -> None:
-    s = ops_stack
-    rec = s.create({"leg_A": {"to": "1000123", "route": "busy"}, "leg_B": {"to": "1000125"}})
-    assert s.wait_for(rec["id"], "failed")["outcome"] == "a_busy"
+def test_a_failed_callback_counts_its_outcome_cause_and_sip_status(redis_url: str) -> None:
+    """A's far end answers 486 (a SIP-like leg on the simulator): a_busy, USER_BUSY, 486."""
+    busy = "1000777"
+    sim = SimConfig(answer_delay_s=0.3, talk_s=1.0,
+                    numbers={busy: Behaviour("busy", answer_delay_s=0.2)})
+    s = Stack(redis_url, None, sim_config=sim, worker_metrics_port=free_port())
+    try:
+        rec = s.create({"leg_A": {"to": busy, "route": "sip"}, "leg_B": {"to": "1000125"}})
+        assert s.wait_for(rec["id"], "failed")["outcome"] == "a_busy"
 
-    def counted() -> Samples | None:
-        m = scrape(worker_port(s))
-        return m if value(m, "fsctl_worker_legs_hungup_total", cause="USER_BUSY") else None
+        def counted() -> Samples | None:
+            m = scrape(worker_port(s))
+            return m if value(m, "fsctl_worker_legs_sip_status_total", status="486") else None
 
-    w = wait_until(counted, "the busy leg counted")
-    assert value(w, "fsctl_worker_legs_hungup_total", cause="USER_BUSY") == 1
-    assert value(w, "fsctl_worker_callbacks_finished_total", state="failed",
-                 outcome="a_busy") == 1
-    assert value(w, "fsctl_worker_originate_to_answer_seconds_count") == 0  # nobody answered
-    api = wait_until(lambda: (m := scrape(s.api_port)) and value(
-        m, "fsctl_callbacks_finished_total", state="failed", outcome="a_busy") and m,
-        "the API's outcome counter moved")
-    assert value(api, "fsctl_callbacks_finished_total", state="failed", outcome="a_busy") == 1
+        w = wait_until(counted, "the busy leg's SIP status counted")
+        assert value(w, "fsctl_worker_legs_sip_status_total", status="486") == 1
+        assert value(w, "fsctl_worker_legs_hungup_total", cause="USER_BUSY") == 1
+        assert total(w, "fsctl_worker_legs_hungup_total") == 1  # B was never dialled
+        assert value(w, "fsctl_worker_callbacks_finished_total", state="failed",
+                     outcome="a_busy") == 1
+        assert value(w, "fsctl_worker_originate_to_answer_seconds_count") == 0  # no answer
+        assert value(w, "fsctl_worker_originates_sent_total") == 1
+        api = wait_until(lambda: (m := scrape(s.api_port)) and value(
+            m, "fsctl_callbacks_finished_total", state="failed", outcome="a_busy") and m,
+            "the API's outcome counter moved")
+        assert value(api, "fsctl_callbacks_finished_total", state="failed",
+                     outcome="a_busy") == 1
+    finally:
+        s.close()
 
 
 def test_queue_depth_and_age_with_no_worker(redis_url: str) -> None:
@@ -422,6 +435,7 @@ def test_gunicorn_serves_the_api(redis_url: str, tmp_path: Path) -> None:
     lines = _lines(log_path)  # gunicorn's own lines too: JSON
     assert any(line["logger"] == "gunicorn.error" and "Listening at" in line["message"]
                for line in lines)
+    assert not any("Control socket" in line["message"] for line in lines)  # none in $HOME
     post = [line for line in lines if line["logger"] == "fsctl.access"]
     assert len(post) == 1  # /livez, /readyz and /metrics are DEBUG; no second access log
     assert (post[0]["method"], post[0]["status"], post[0]["callback_id"]) == \
