@@ -304,6 +304,7 @@ def test_json_lines_carry_callback_id_and_leg_uuids(ops_stack: Stack) -> None:
         root.setLevel(old_level)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert all(line["time"].endswith("+00:00") for line in lines)  # ISO 8601, UTC
     mine = [line for line in lines if rec["id"] in line["message"]]
     assert len(mine) >= 4  # accepted, originate A and B, bridge, completed …
     assert all(line["callback_id"] == rec["id"] for line in mine)

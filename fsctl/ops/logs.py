@@ -28,8 +28,10 @@ DEFAULT_LOG_FORMAT = "auto"
 DEFAULT_LOG_LEVEL = "INFO"
 """FSCTL_LOG_LEVEL when unset."""
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-"""A line of the text format (also the field list of the JSON format)."""
-JSON_FIELDS = {"asctime": "time", "levelname": "level", "name": "logger"}
+"""A line of the text format."""
+JSON_FORMAT = "%(levelname)s %(name)s %(message)s"
+"""The standard record attributes of a JSON line (and ``time``, ISO 8601 in UTC)."""
+JSON_FIELDS = {"levelname": "level", "name": "logger"}
 """Standard record attributes renamed in JSON lines."""
 
 _CALLBACK_RE = re.compile(r"\bcallback ([0-9a-f]{32})\b")
@@ -90,7 +92,7 @@ class CallbackFields(logging.Filter):
 
 def json_formatter() -> logging.Formatter:
     """One JSON object a line: time, level, logger, message and every extra field."""
-    return JsonFormatter(TEXT_FORMAT, rename_fields=JSON_FIELDS)
+    return JsonFormatter(JSON_FORMAT, rename_fields=JSON_FIELDS, timestamp="time")
 
 
 def text_formatter() -> logging.Formatter:
