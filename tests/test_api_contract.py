@@ -304,3 +304,30 @@ def test_list_items_are_summaries_with_a_link_to_the_record(api) -> None:
         code, full, _ = api.http("GET", item["href"])
         assert code == 200 and full["id"] == item["id"] and full["history"]
         assert len(json.dumps(item)) < len(json.dumps(full))
+
+
+# -- the description says all of it -------------------------------------------------------------
+
+
+def test_the_openapi_document_describes_the_contract() -> None:
+    from fsctl.openapi import spec
+    from fsctl.settings import Settings
+
+    doc = spec(Settings())
+    schemas = doc["components"]["schemas"]
+    assert "errors" in schemas["Error"]["required"]
+    assert schemas["CallbackPage"]["properties"]["items"]["items"]["$ref"].endswith(
+        "/CallbackSummary")
+    assert "history" not in schemas["CallbackSummary"]["properties"]
+    assert {"href", "cancel_pending"} <= set(schemas["CallbackSummary"]["required"])
+    assert "cancel_pending" in schemas["CallbackView"]["required"]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method != "parameters":
+                assert "400" in op["responses"], (method, path)  # unknown query parameters
+    post = doc["paths"][BASE]["post"]
+    assert {"409", "422"} <= set(post["responses"])
+    idem = next(p for p in post["parameters"] if p["name"] == "Idempotency-Key")
+    assert "422" in idem["description"] and "409" in idem["description"]
+    assert "cancel_pending" in doc["paths"][f"{BASE}/{{callback_id}}"]["delete"]["description"]
+    assert "Retry-After" in doc["components"]["responses"]["E409"]["headers"]
