@@ -128,6 +128,7 @@ def test_the_settings_tables_defaults_are_the_codes() -> None:
     fields = setting_fields()
     assert len(fields) >= 25, fields  # the mapping was found
     for name, field in sorted(fields.items()):
+        assert name in table, f"{name} ({field}) has no row in the README's Settings table"
         value, cell = getattr(defaults, field), table[name][0]
         if value is None or value == "" or value == () or value == {}:
             assert cell.startswith("unset"), f"{name}: the code's default is unset, README {cell!r}"
