@@ -3,12 +3,16 @@ in a real browser (Debian's headless Chromium) that may reach nothing but the lo
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 
 import pytest
+from procs import kill_group
 from stack import Stack
 from support import esl_target
 
@@ -84,9 +88,19 @@ def test_docs_renders_the_callback_endpoint_in_headless_chromium(api) -> None:
                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                 f"--user-data-dir={profile}", f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}",
                 "--dump-dom", url]
-        done = subprocess.run(argv, capture_output=True, timeout=CHROMIUM_TIMEOUT_S, check=False)
-    dom = done.stdout.decode(errors="replace")
-    assert done.returncode == 0 and "swagger-ui" in dom, done.stderr.decode(errors="replace")[-2000:]
+        # a session of its own: on a timeout one signal ends Chromium and all its helpers
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=CHROMIUM_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            pytest.fail(f"headless Chromium did not finish within {CHROMIUM_TIMEOUT_S} s")
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # helpers it left behind, if any
+                os.killpg(proc.pid, signal.SIGKILL)
+    dom = out.decode(errors="replace")
+    assert proc.returncode == 0 and "swagger-ui" in dom, err.decode(errors="replace")[-2000:]
     assert "Failed to load API definition" not in dom and "Unable to render" not in dom, dom[-3000:]
     # the operation, expanded by its deep link, and its request body's fields
     assert 'data-path="/voice/call/callback"' in dom
