@@ -131,8 +131,11 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
     return cb
 
 
-def present(cb: Callback) -> dict[str, Any]:
-    """The public JSON view of a callback (GET / POST / DELETE responses)."""
+def present(cb: Callback, cancel_requested: bool = False) -> dict[str, Any]:
+    """The public JSON view of a callback (GET / POST / DELETE responses).
+
+    ``cancel_requested``: a DELETE asked for it (the store's cancel flag); shown as
+    ``cancel_pending`` while the callback has not ended."""
     legs = {}
     for name, leg in cb.legs.items():
         legs[name] = {
@@ -147,6 +150,25 @@ def present(cb: Callback) -> dict[str, Any]:
         "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,
         "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
         "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s, "inferred": cb.inferred,
+        "cancel_pending": cancel_requested and not cb.final,
         "legs": legs,
         "history": list(cb.history),
+    }
+
+
+SUMMARY_LEG_FIELDS = ("to", "from", "route", "uuid", "state", "hangup_cause")
+"""What a list item shows of each leg (the full record has the rest)."""
+
+
+def summary(cb: Callback, href: str, cancel_requested: bool = False) -> dict[str, Any]:
+    """A list item: the callback without its history and per-leg details, and ``href``,
+    where its full record is."""
+    legs = {name: {"to": leg.to, "from": leg.from_, "route": leg.route, "uuid": leg.uuid,
+                   "state": leg.state, "hangup_cause": leg.hangup_cause}
+            for name, leg in cb.legs.items()}
+    return {
+        "id": cb.id, "href": href, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,
+        "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
+        "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s,
+        "cancel_pending": cancel_requested and not cb.final, "legs": legs,
     }

@@ -15,7 +15,9 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:rate:<owner>:<minute>``  API requests of one token in one minute (counter)
 - ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
 - ``<p>:dest:<number>``   callbacks to one destination in the current hour (counter)
-- ``<p>:idem:<owner>:<key>``  the callback an Idempotency-Key created (string, 24 h)
+- ``<p>:idem:<owner>:<key>``  an Idempotency-Key (hash): ``state`` ``processing`` (a request
+  holds it, 30 s at most) or ``done`` (24 h), the request's ``fingerprint``, the
+  ``callback_id`` it created, the ``claim`` token of the request processing it
 - ``<p>:workers``         names of the workers that sent a heartbeat (set)
 - ``<p>:worker:<name>``   a worker's heartbeat: node, event socket connected, time (string,
   expires after the heartbeat TTL: a dead worker's vanishes)
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +59,9 @@ DEST_WINDOW_S = 3600
 """The window of the per-destination cooldown counter."""
 IDEMPOTENCY_TTL_S = 86400
 """How long an Idempotency-Key keeps pointing at the callback it created."""
+IDEMPOTENCY_PROCESSING_TTL_S = 30
+"""Longest an Idempotency-Key stays claimed by a request being processed (one whose API
+process died lets it go after this)."""
 OPEN_OWNER = "_open"
 """Owner key of callbacks made through the open (token-less) API."""
 
@@ -64,8 +70,12 @@ OPEN_OWNER = "_open"
 # its indexes and its job. Returns {"ok", entry-id} or {reason, retry-after-s[, index]}.
 _ADMIT = """
 if ARGV[11] == '1' then
-  local previous = redis.call('GET', KEYS[7])
-  if previous then return {'dup', previous} end
+  local kind = redis.call('TYPE', KEYS[7]).ok
+  if kind == 'string' then return {'dup', redis.call('GET', KEYS[7]), ''} end
+  if kind == 'hash' then
+    local h = redis.call('HMGET', KEYS[7], 'state', 'callback_id', 'fingerprint')
+    if h[1] == 'done' then return {'dup', h[2], h[3] or ''} end
+  end
 end
 local rate = redis.call('INCR', KEYS[5])
 if rate == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9])) end
@@ -83,7 +93,11 @@ for i = 9, #KEYS do
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
-if ARGV[11] == '1' then redis.call('SET', KEYS[7], ARGV[2], 'EX', tonumber(ARGV[12])) end
+if ARGV[11] == '1' then
+  redis.call('DEL', KEYS[7])
+  redis.call('HSET', KEYS[7], 'state', 'done', 'callback_id', ARGV[2], 'fingerprint', ARGV[14])
+  redis.call('EXPIRE', KEYS[7], tonumber(ARGV[12]))
+end
 for i = 9, #KEYS do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[10])) end
 end
@@ -95,6 +109,37 @@ redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[13])
 redis.call('ZADD', KEYS[8], ARGV[3], ARGV[2])
 local entry = redis.call('XADD', KEYS[4], '*', 'callback_id', ARGV[2])
 return {'ok', entry}
+"""
+
+
+# An Idempotency-Key's first step (IETF draft-ietf-httpapi-idempotency-key-header): claim a
+# new key for this request (state processing, with the request's fingerprint and a claim
+# token), or say what the key already stands for. Returns {'new'}, {'busy'} (another request
+# with that key is being processed), {'mismatch'} (the key was used with another request),
+# {'done', callback id} (the request was answered: replay). A plain string is a key written
+# before fingerprints were stored (a callback id): replayed, its request cannot be compared.
+_IDEM_BEGIN = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then
+  redis.call('HSET', KEYS[1], 'state', 'processing', 'fingerprint', ARGV[1], 'claim', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return {'new', ''}
+end
+if kind == 'string' then return {'done', redis.call('GET', KEYS[1])} end
+local h = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'callback_id')
+if h[2] ~= ARGV[1] then return {'mismatch', ''} end
+if h[1] == 'done' then return {'done', h[3]} end
+return {'busy', ''}
+"""
+
+
+# Let go of a key this request claimed and did not use (it was refused): only while it is
+# still this claim's (same token, still processing). 1 when deleted.
+_IDEM_RELEASE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'state', 'claim')
+if h[1] == 'processing' and h[2] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -129,11 +174,26 @@ SWAP_ATTEMPTS = 50
 
 
 class Duplicate(StoreError):
-    """The Idempotency-Key was used before: ``callback_id`` is what it created."""
+    """The Idempotency-Key was used before: ``callback_id`` is what it created, for the
+    request whose ``fingerprint`` is given ("" when that is not known)."""
 
-    def __init__(self, callback_id: str) -> None:
+    def __init__(self, callback_id: str, fingerprint: str = "") -> None:
         super().__init__(f"idempotency key already used for callback {callback_id}")
-        self.callback_id = callback_id
+        self.callback_id, self.fingerprint = callback_id, fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyBegin:
+    """What an Idempotency-Key stands for when a request arrives with it.
+
+    ``verdict``: ``new`` (claimed for this request: ``claim`` is its token), ``busy``
+    (another request with the key is being processed), ``mismatch`` (it was used with a
+    different request), ``done`` (``callback_id`` is what the first request created).
+    """
+
+    verdict: str
+    callback_id: str | None = None
+    claim: str | None = None
 
 
 class Refused(StoreError):
@@ -239,17 +299,20 @@ class Store:
         self.record_ttl_s = record_ttl_s
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
+        self._idem_begin = client.register_script(_IDEM_BEGIN)
+        self._idem_release = client.register_script(_IDEM_RELEASE)
         self._swap = client.register_script(_SWAP)
 
     # -- records ------------------------------------------------------------------
 
     def create(self, cb: Callback, limits: Limits | None = None,
-               idempotency_key: str | None = None) -> str:
+               idempotency_key: str | None = None, fingerprint: str = "") -> str:
         """Admit and store a new queued callback and enqueue its job, atomically.
 
         Returns the job's entry id; raises :class:`Refused` when a limit says no,
-        :class:`Duplicate` when the idempotency key was used before (nothing is stored
-        then), and StoreError when Redis fails.
+        :class:`Duplicate` when the idempotency key was answered before (nothing is stored
+        then), and StoreError when Redis fails. With a key, the key is marked ``done``
+        with ``fingerprint`` (the request's) and the callback in the same step.
         """
         limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
         cb.dest_counted = True  # stored with the record only if the script admits it
@@ -262,7 +325,8 @@ class Store:
                 self.keys.owner(cb.owner), *[self.keys.dest(d) for d in dests]]
         args = [_dump(cb), cb.id, cb.created_at, limits.rate_per_minute, limits.max_live,
                 limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S,
-                "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now)]
+                "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now),
+                fingerprint]
         try:
             reply = self._admit(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -271,7 +335,7 @@ class Store:
         if verdict == "ok":
             return str(reply[1])
         if verdict == "dup":
-            raise Duplicate(str(reply[1]))
+            raise Duplicate(str(reply[1]), str(reply[2]))
         if verdict == "rate":
             raise Refused("rate", int(reply[1]) if int(reply[1]) > 0 else 60 - int(now) % 60,
                           f"more than {limits.rate_per_minute} requests per minute")
@@ -286,6 +350,40 @@ class Store:
     def get(self, callback_id: str) -> Callback | None:
         raw = self.r.get(self.keys.callback(callback_id))
         return _load(raw) if raw else None
+
+    # -- idempotency keys ------------------------------------------------------------
+
+    def idempotency_begin(self, owner: str | None, key: str,
+                          fingerprint: str) -> IdempotencyBegin:
+        """Claim ``key`` for a request with ``fingerprint``, or say what it stands for."""
+        claim = secrets.token_hex(16)
+        reply = self._idem_begin(keys=[self.keys.idempotency(owner, key)],
+                                 args=[fingerprint, claim, IDEMPOTENCY_PROCESSING_TTL_S])
+        verdict = str(reply[0])
+        if verdict == "new":
+            return IdempotencyBegin("new", claim=claim)
+        if verdict == "done":
+            return IdempotencyBegin("done", callback_id=str(reply[1]))
+        return IdempotencyBegin(verdict)
+
+    def idempotency_release(self, owner: str | None, key: str, claim: str) -> bool:
+        """Let go of a key claimed by :meth:`idempotency_begin` whose request created
+        nothing (refused, invalid): a corrected retry with the same key may go ahead."""
+        return bool(self._idem_release(keys=[self.keys.idempotency(owner, key)], args=[claim]))
+
+    # -- cancel requests (as the API shows them) ---------------------------------------
+
+    def get_with_cancel(self, callback_id: str) -> tuple[Callback | None, bool]:
+        """A record and whether a cancel was asked for it (one round trip)."""
+        raw, cancel = self.r.mget([self.keys.callback(callback_id), self.keys.cancel(callback_id)])
+        return (_load(raw) if raw else None), bool(cancel)
+
+    def cancels_requested(self, callback_ids: list[str]) -> set[str]:
+        """Which of these callbacks a cancel was asked for (one round trip)."""
+        if not callback_ids:
+            return set()
+        found = self.r.mget([self.keys.cancel(i) for i in callback_ids])
+        return {i for i, flag in zip(callback_ids, found, strict=True) if flag}
 
     def save_many(self, items: list[tuple[Callback, str | None]],
                   acks: list[str] | None = None,
