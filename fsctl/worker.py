@@ -373,6 +373,7 @@ class Worker:
                         time.time() - self.settings.queue_timeout_s, lambda: Expire(self.clock())):
                     log.warning("callback %s: not dialled within queue_timeout_s (%ss): expired",
                                 cb.id, self.settings.queue_timeout_s)
+                    self.metrics.callback_finished(cb)  # (the shared counter: by the store)
             except redis.RedisError as exc:
                 log.warning("worker %s: expiring queued callbacks failed: %s", self.name, exc)
 
