@@ -218,6 +218,29 @@ def test_queue_depth_and_age_with_no_worker(redis_url: str) -> None:
         s.close()
 
 
+def test_an_expired_callback_counts_on_a_worker_without_freeswitch(redis_url: str) -> None:
+    """No FreeSWITCH (nothing listens on its port): nothing is claimed; the worker's expire
+    loop ends the callback, counted on its page and in the shared counter."""
+    s = Stack(redis_url, ("127.0.0.1", free_port(), "unused-secret"),
+              worker_metrics_port=free_port(), queue_timeout_s=1.0)
+    try:
+        rec = s.create(SEED)
+        assert s.wait_for(rec["id"], "failed")["outcome"] == "expired"
+        w = scrape(worker_port(s))
+        assert value(w, "fsctl_worker_callbacks_finished_total", state="failed",
+                     outcome="expired") == 1
+        assert value(w, "fsctl_worker_esl_connected", node=s.worker.link.node) == 0
+        assert value(w, "fsctl_worker_originates_sent_total") == 0
+        api = scrape(s.api_port)
+        assert value(api, "fsctl_callbacks_finished_total", state="failed",
+                     outcome="expired") == 1
+        assert value(api, "fsctl_workers_alive") == 1 and value(api, "fsctl_workers_ready") == 0
+        code, doc = ready(s.api_port)
+        assert code == 503 and doc["reason"] == "no worker has its event socket connected"
+    finally:
+        s.close()
+
+
 # -- health -------------------------------------------------------------------------------------
 
 
