@@ -464,3 +464,36 @@ def test_gunicorn_serves_the_api(redis_url: str, tmp_path: Path) -> None:
     assert len(post) == 1  # /livez, /readyz and /metrics are DEBUG; no second access log
     assert (post[0]["method"], post[0]["status"], post[0]["callback_id"]) == \
         ("POST", 202, callback_id)
+
+
+def test_gunicorn_with_two_processes_adds_their_counters_up(redis_url: str,
+                                                              tmp_path: Path) -> None:
+    """FSCTL_API_WORKERS=2: whichever process answers a scrape shows every request."""
+    port = free_port()
+    env = _env(redis_url, port)
+    env["FSCTL_API_WORKERS"] = "2"
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path / "gunicorn.log"
+    proc = _serve([sys.executable, "-m", "gunicorn", "-c", "python:fsctl.ops.gunicorn_conf"],
+                  env, log_path, port)
+    try:
+        pids = wait_until(lambda: len(found := [
+            int(line["message"].rsplit(" ", 1)[1]) for line in _lines(log_path)
+            if line["message"].startswith("Booting worker with pid:")]) == 2 and found,
+            "two worker processes")
+        # each process in turn answers alone (the other one stopped): 3 and 4 requests
+        for alone, other, n in ((pids[0], pids[1], 3), (pids[1], pids[0], 4)):
+            os.kill(other, signal.SIGSTOP)
+            try:
+                for _ in range(n):
+                    assert request(port, "GET", "/livez")[0] == 200
+                m = scrape(port)  # answered by ``alone``: it shows the other's counts too
+            finally:
+                os.kill(other, signal.SIGCONT)
+            assert value(m, "fsctl_api_requests_total", method="GET", route="/livez",
+                         status="200") == (3 if alone == pids[0] else 7), alone
+        assert value(m, "fsctl_redis_up") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    assert code == 0, log_path.read_text(errors="replace")[-3000:]

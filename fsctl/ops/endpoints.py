@@ -58,9 +58,10 @@ def route_of(path: str) -> str:
 class OpsMiddleware:
     """Answers the operations endpoints; counts and logs every request to ``app``."""
 
-    def __init__(self, app: WsgiApp, registry: CollectorRegistry,
+    def __init__(self, app: WsgiApp, registry: Callable[[], CollectorRegistry],
                  readiness: Callable[[], health.Readiness],
                  metrics: ApiMetrics | None = None) -> None:
+        """``registry``: what a scrape of /metrics reads (called on each scrape)."""
         self.app, self.registry, self.readiness, self.metrics = app, registry, readiness, metrics
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -86,7 +87,7 @@ class OpsMiddleware:
 
     def _ops(self, path: str, start_response: StartResponse) -> list[bytes]:
         if path == "/metrics":
-            data = generate_latest(self.registry)
+            data = generate_latest(self.registry())
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
                                       ("Content-Length", str(len(data)))])
             return [data]
@@ -130,7 +131,8 @@ class OpsMiddleware:
 def install(app: Flask, store: Store) -> ApiMetrics:
     """Wrap the API app: /livez, /readyz, /metrics, request metrics, the access log."""
     metrics = ApiMetrics(store)
-    app.wsgi_app = OpsMiddleware(app.wsgi_app, metrics.registry,  # type: ignore[method-assign]
+    app.wsgi_app = OpsMiddleware(app.wsgi_app,  # type: ignore[method-assign]
+                                 metrics.scrape_registry,
                                  lambda: health.api_readiness(store), metrics)
     app.extensions["fsctl.metrics"] = metrics
     return metrics
@@ -145,8 +147,8 @@ def _not_found(_environ: Environ, start_response: StartResponse) -> list[bytes]:
 
 def serve_worker(worker: Worker, host: str, port: int) -> WSGIServer:
     """Start the worker's /metrics, /livez and /readyz on ``host:port``; returns the server."""
-    app = OpsMiddleware(_not_found, worker.metrics.registry,
-                        lambda: health.worker_readiness(worker))
+    registry = worker.metrics.registry
+    app = OpsMiddleware(_not_found, lambda: registry, lambda: health.worker_readiness(worker))
     server = WSGIServer((host, port), app, log=None)
     server.start()
     log.info("worker %s: metrics on http://%s:%d/metrics", worker.name, host,

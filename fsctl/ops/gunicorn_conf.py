@@ -10,15 +10,20 @@
   own access log stays off (it would say the same twice, without the callback id);
 - gunicorn's error log goes through the same formatter (JSON off a terminal).
 
-Anything here can be overridden on the command line (``-w 4``, ``-b 127.0.0.1:9000``).
-Each worker process keeps its own request counters (``fsctl_api_*``); the Redis-derived
-metrics are the same from any of them.
+Anything here can be overridden on the command line (``-b 127.0.0.1:9000``); set the number
+of processes with FSCTL_API_WORKERS rather than ``-w``: with several, their request counters
+(``fsctl_api_*``) are kept in files under ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary
+directory unless set; emptied of old counts at start), so a scrape of any process shows the
+sum of all.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from fsctl.ops.logs import DEFAULT_LOG_LEVEL
@@ -61,6 +66,28 @@ logconfig_dict: dict[str, Any] = {
         "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
     },
 }
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""fsctl.ops.metrics.MULTIPROC_ENV, not imported: prometheus_client must not be imported in
+the master before it is set (the forked workers would inherit its single-process mode)."""
+_made_dir: str | None = None
+if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+    # set before any worker process imports prometheus_client (it reads it at import)
+    _made_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="fsctl-metrics-")
+
+
+def on_starting(server: Any) -> None:
+    """Counts a previous run left in PROMETHEUS_MULTIPROC_DIR would be added to this run's."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path and os.path.isdir(path):
+        for old in Path(path).glob("*.db"):
+            old.unlink()
+
+
+def on_exit(server: Any) -> None:
+    if _made_dir:
+        shutil.rmtree(_made_dir, ignore_errors=True)
 
 
 def _nodelay(server: Any) -> None:

@@ -14,12 +14,13 @@ API is scraped (:class:`RedisCollector`).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..model import Callback, Leg
@@ -39,6 +40,9 @@ HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 """Buckets of the API's request durations, in seconds."""
 NO_LABEL = "none"
 """Label value when there is none (no hangup cause, no SIP status, no outcome)."""
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set (by fsctl.ops.gunicorn_conf with several worker processes): prometheus_client keeps
+the counters in files there, and a scrape of any process adds up all of them."""
 
 
 class WorkerMetrics:
@@ -143,7 +147,18 @@ class ApiMetrics:
         self.duration = Histogram("fsctl_api_request_duration_seconds", "Time spent answering "
                                   "an HTTP request, by method and route", ["method", "route"],
                                   buckets=HTTP_BUCKETS_S, registry=r)
-        r.register(RedisCollector(store))
+        self.redis = RedisCollector(store)
+        r.register(self.redis)
+
+    def scrape_registry(self) -> CollectorRegistry:
+        """What /metrics shows: this process's registry, or — several gunicorn processes
+        sharing PROMETHEUS_MULTIPROC_DIR — every process's counters added up, and Redis's."""
+        if not os.environ.get(MULTIPROC_ENV):
+            return self.registry
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        merged.register(self.redis)
+        return merged
 
     def observe(self, method: str, route: str, status: int, duration_s: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
