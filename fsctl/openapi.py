@@ -92,6 +92,10 @@ class CallbackViewSchema(Schema):
                        "vanished while no worker listened (outcome freeswitch_restarted, or a "
                        "leg's hangup_cause LOST)"})
     legs = fields.Nested(LegsViewSchema, required=True)
+    status_callback = fields.String(required=True, allow_none=True, metadata={
+        "description": "where status webhooks go; none: no webhooks"})
+    status_events = fields.List(fields.String(), required=True, allow_none=True, metadata={
+        "description": "the status events asked for; none: every one"})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
 
 
@@ -112,6 +116,61 @@ class ErrorSchema(Schema):
     status = fields.String(required=True, metadata={"description": "the HTTP reason phrase"})
     message = fields.String(required=True)
     errors = fields.Dict(metadata={"description": "field → list of problems (nested per leg)"})
+
+
+class DeadDeliverySchema(Schema):
+    """A status webhook that was not delivered (fsctl.webhooks)."""
+
+    id = fields.String(required=True, metadata={"description": "its webhook-id"})
+    callback_id = fields.String(required=True)
+    event = fields.String(required=True, metadata={"description": "e.g. answered.A, completed"})
+    seq = fields.Integer(required=True, metadata={"description": "per-callback sequence number"})
+    url = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    reason = fields.String(required=True, metadata={"description": "why it was given up"})
+    created_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    failed_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+
+
+class DeadPageSchema(Schema):
+    """Dead deliveries, newest first."""
+
+    items = fields.List(fields.Nested(DeadDeliverySchema), required=True)
+
+
+class ReplayedSchema(Schema):
+    """The dead deliveries put back in their callbacks' queues."""
+
+    replayed = fields.List(fields.String(), required=True)
+
+
+def _webhook_paths(doc: APISpec) -> None:
+    """The dead-letter endpoints of status webhooks."""
+    doc.components.schema("DeadPage", schema=DeadPageSchema)
+    doc.components.schema("Replayed", schema=ReplayedSchema)
+    replayed = {"description": "Replayed: queued again, delivered in their callbacks' order.",
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Replayed"}}}}
+    doc.path(path="/voice/webhooks/dead", operations={"get": {
+        "operationId": "listDeadDeliveries", "summary": "Status webhooks given up, newest first",
+        "description": "A token sees its own callbacks' (needs callbacks:read).",
+        "security": _VOICE_SECURITY,
+        "parameters": [{"name": "limit", "in": "query", "schema": {
+            "type": "integer", "minimum": 1, "maximum": 200, "default": 50}}],
+        "responses": _responses({200: {"description": "Dead deliveries.", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DeadPage"}}}}}, 422),
+    }})
+    doc.path(path="/voice/webhooks/dead/{delivery_id}/replay", parameters=[{
+        "name": "delivery_id", "in": "path", "required": True,
+        "description": "a dead delivery's id (its webhook-id)",
+        "schema": {"type": "string", "minLength": 1}}], operations={"post": {
+            "operationId": "replayDeadDelivery", "summary": "Deliver a dead webhook again",
+            "description": "Needs callbacks:create.", "security": _VOICE_SECURITY,
+            "responses": _responses({202: replayed}, 404)}})
+    doc.path(path="/voice/webhooks/dead/replay", operations={"post": {
+        "operationId": "replayDeadDeliveries", "summary": "Deliver every dead webhook again",
+        "description": "Oldest first; a token replays its own (needs callbacks:create).",
+        "security": _VOICE_SECURITY, "responses": _responses({202: replayed})}})
 
 
 class HealthSchema(Schema):
@@ -304,6 +363,7 @@ def spec(settings: Settings) -> dict[str, Any]:
         "operationId": "openapi", "summary": "This document", "security": [],
         "responses": {"200": {"description": "The OpenAPI 3.1 description of this API.",
                               "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+    _webhook_paths(doc)
     out = doc.to_dict()
     out["components"]["schemas"] = _to_2020_12(out["components"]["schemas"])
     return out

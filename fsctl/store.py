@@ -16,6 +16,12 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
 - ``<p>:dest:<number>``   callbacks to one destination in the current hour (counter)
 - ``<p>:idem:<owner>:<key>``  the callback an Idempotency-Key created (string, 24 h)
+- ``<p>:wh:cb:<id>``      a callback's webhook state: ``seq``, ``gone`` (a URL that answered
+  410), ``e:<event>`` for every event enqueued (hash; expires with the record)
+- ``<p>:wh:q:<id>``       the callback's deliveries not yet delivered, in order (list of ids)
+- ``<p>:wh:msg:<msg-id>`` one delivery: body, url, seq, attempts, last error (hash)
+- ``<p>:wh:due``          callbacks with deliveries, scored by when the next attempt is due
+- ``<p>:wh:dead``, ``<p>:wh:dead:<owner>``  dead deliveries by when they died (zsets)
 """
 
 from __future__ import annotations
@@ -187,6 +193,27 @@ class Keys:
     def idempotency(self, owner: str | None, key: str) -> str:
         return f"{self.prefix}:idem:{owner or OPEN_OWNER}:{key}"
 
+    # -- status webhooks (fsctl.webhooks.queue) --
+
+    def wh_callback(self, callback_id: str) -> str:
+        return f"{self.prefix}:wh:cb:{callback_id}"
+
+    def wh_queue(self, callback_id: str) -> str:
+        return f"{self.prefix}:wh:q:{callback_id}"
+
+    def wh_msg(self, msg_id: str) -> str:
+        return f"{self.prefix}:wh:msg:{msg_id}"
+
+    @property
+    def wh_due(self) -> str:
+        return f"{self.prefix}:wh:due"
+
+    def wh_dead(self, owner: str | None = None, *, everyone: bool = False) -> str:
+        """Dead deliveries of everyone (``everyone``) or of one owner."""
+        if everyone:
+            return f"{self.prefix}:wh:dead"
+        return f"{self.prefix}:wh:dead:{owner or OPEN_OWNER}"
+
 
 def _dump(cb: Callback) -> bytes:
     """A record as compact JSON (orjson: the worker writes one on every change)."""
@@ -218,6 +245,10 @@ class Store:
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
         self._swap = client.register_script(_SWAP)
+        from .webhooks.queue import Outbox
+
+        self.outbox = Outbox(client, self.keys, record_ttl_s)
+        """Status webhooks: every record write enqueues the events the record reached."""
 
     # -- records ------------------------------------------------------------------
 
@@ -247,6 +278,7 @@ class Store:
             raise StoreError(f"could not store callback {cb.id}: {exc}") from exc
         verdict = reply[0]
         if verdict == "ok":
+            self.outbox.enqueue_now(cb)
             return str(reply[1])
         if verdict == "dup":
             raise Duplicate(str(reply[1]))
@@ -270,19 +302,23 @@ class Store:
         """Write records in one transaction, each moved between state indexes if needed,
         and acknowledge the jobs ``acks`` (of callbacks these records end) with them."""
         pipe = self.r.pipeline(transaction=True)
-        for cb, previous_state in items:
-            self._queue_save(pipe, cb, previous_state)
+        staged = [self._queue_save(pipe, cb, previous_state) for cb, previous_state in items]
         if acks:
             pipe.xack(self.keys.jobs, GROUP, *acks)
         pipe.execute()
+        self.outbox.committed(staged)
 
-    def _queue_save(self, pipe: Any, cb: Callback, previous_state: str | None) -> None:
+    def _queue_save(self, pipe: Any, cb: Callback,
+                    previous_state: str | None) -> tuple[str, list[str]] | None:
+        """Queue the record's write (and its status webhooks') on ``pipe``; what the outbox
+        staged, for :meth:`Outbox.committed` once ``pipe`` ran."""
         pipe.set(self.keys.callback(cb.id), _dump(cb), ex=self.record_ttl_s if cb.final else None)
         if cb.final:
             pipe.zrem(self.keys.live(cb.owner), cb.id)
         if previous_state is not None and previous_state != cb.state:
             pipe.zrem(self.keys.state(previous_state), cb.id)
             pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at})
+        return self.outbox.stage(pipe, cb) if cb.status_callback else None
 
     def restore(self, cb: Callback) -> bool:
         """Write a record a worker spooled while Redis was down; False when Redis's copy wins:
@@ -299,8 +335,9 @@ class Store:
                     if cur is not None and not cb.final and cur.updated_at > cb.updated_at:
                         return False
                     pipe.multi()
-                    self._queue_save(pipe, cb, cur.state if cur else None)
+                    staged = self._queue_save(pipe, cb, cur.state if cur else None)
                     pipe.execute()
+                    self.outbox.committed([staged])
                     return True
                 except redis.WatchError:
                     continue
@@ -331,6 +368,7 @@ class Store:
                 return cb, raw
             new = _dump(cb)
             if self._swaps([self._swap_call(key, raw, cb, before, new)])[0]:
+                self.outbox.enqueue_now(cb)
                 return cb, new
             raw = known = None
         raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
@@ -367,6 +405,7 @@ class Store:
         for (i, cb, new), written in zip(sent, self._swaps(calls), strict=True):
             if written:
                 out[i] = (cb, new)
+                self.outbox.enqueue_now(cb)
             else:
                 again.append(i)
         for i in sorted(again):
@@ -552,7 +591,9 @@ class Store:
         pipe.set(self.keys.job(entry_id), cb.id, ex=self.record_ttl_s)
         pipe.zadd(self.keys.callbacks, {cb.id: cb.created_at}, nx=True)
         pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at}, nx=True)
+        staged = self.outbox.stage(pipe, cb)
         created, *_ = pipe.execute()
+        self.outbox.committed([staged])
         return bool(created)
 
     def release_destinations(self, cb: Callback) -> None:
