@@ -118,9 +118,11 @@ class Sender:
     def _attempt(self, callback_id: str, msg_id: str) -> None:
         try:
             d = self.queue.load(msg_id)
-            if d is None:
+            if d is None:  # its hash was deleted by hand: take it off the queue, go on
                 log.error("callback %s: delivery %s vanished from Redis; skipped", callback_id,
                           msg_id)
+                self.queue.delivered(Delivery(msg_id, callback_id, "", "", 0, "", 0, ""),
+                                     time.time())
                 return
             self._settle(d, *self._post(d))
         except redis.RedisError as exc:
@@ -144,9 +146,9 @@ class Sender:
                    "user-agent": f"fsctl-webhooks/{__version__}",
                    **self.signer.headers(d.id, d.body, now)}
         url = httpx.URL(d.url)
-        port = url.port
-        headers["host"] = url.host + (f":{port}" if port else "")
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        headers["host"] = url.netloc.decode("ascii")  # the name, not the address connected to
+        extensions = ({"sni_hostname": url.raw_host.decode("ascii")}
+                      if target.scheme == "https" else {})
         try:
             with gevent.Timeout(self.settings.webhook_timeout_s, AttemptTimeout), \
                     self.http.stream("POST", url.copy_with(host=target.address),
