@@ -76,6 +76,11 @@ def queued_then_cancelled(stack: Stack, url: str, **extra: Any) -> str:
     return str(cb["id"])
 
 
+def talk(a: str, b: str, **extra: Any) -> dict[str, Any]:
+    """A request whose legs ring, answer and hang up by themselves (the simulator's user/)."""
+    return {"leg_A": {"to": a, "route": "user"}, "leg_B": {"to": b, "route": "user"}, **extra}
+
+
 def seqs(reqs: list[Any]) -> list[int]:
     return [r.data["seq"] for r in reqs]
 
@@ -141,11 +146,10 @@ def test_a_callback_s_events_arrive_signed_in_order_with_its_state(redis_url: st
     s = make_stack(redis_url, worker=True, webhook_secrets=(NEW, OLD))
     sender = start_sender(s)
     try:
-        cb = s.create({**SEED, "status_callback": receiver.url()})
-        only = s.create({"leg_A": {"to": "1000131"}, "leg_B": {"to": "1000132"},
-                         "status_callback": receiver.url("/only"),
-                         "status_events": ["bridged", "completed"]})
-        plain = s.create({"leg_A": {"to": "1000141"}, "leg_B": {"to": "1000142"}})
+        cb = s.create(talk("1000123", "1000125", status_callback=receiver.url()))
+        only = s.create(talk("1000131", "1000132", status_callback=receiver.url("/only"),
+                             status_events=["bridged", "completed"]))
+        plain = s.create(talk("1000141", "1000142"))
         for c in (cb, only, plain):
             s.wait_for(c["id"], "completed", timeout_s=15)
         got = receiver.wait_count(1, where=lambda r: r.data.get("event") == "completed"
@@ -153,7 +157,8 @@ def test_a_callback_s_events_arrive_signed_in_order_with_its_state(redis_url: st
         got = receiver.of(cb["id"])
         events = [r.data["event"] + (f".{r.data['leg']}" if r.data["leg"] else "") for r in got]
         assert events[0] == "queued" and events[-1] == "completed", events
-        assert {"answered.A", "answered.B", "bridged"} <= set(events), events
+        assert events == ["queued", "ringing.A", "answered.A", "ringing.B", "answered.B",
+                          "bridged", "completed"], events
         assert seqs(got) == list(range(1, len(got) + 1))
         ats = [r.data["at"] for r in got]
         assert ats == sorted(ats)
@@ -318,9 +323,9 @@ def test_call_control_never_waits_for_a_receiver(redis_url: str) -> None:
     s = make_stack(redis_url, worker=True, webhook_concurrency=2, webhook_timeout_s=30.0)
     sender = start_sender(s)
     try:
-        hooked = [s.create({"leg_A": {"to": f"10002{i}1"}, "leg_B": {"to": f"10002{i}2"},
-                            "status_callback": receiver.url()}) for i in range(3)]
-        plain = s.create(SEED)
+        hooked = [s.create(talk(f"10002{i}1", f"10002{i}2", status_callback=receiver.url()))
+                  for i in range(3)]
+        plain = s.create(talk("1000123", "1000125"))
         wait_until(lambda: receiver.held == 2, what="the pool's two attempts hang")
         for c in (*hooked, plain):
             assert s.wait_for(c["id"], "completed", timeout_s=15)["state"] == "completed"
@@ -396,3 +401,37 @@ def test_delivery_time_check_refuses_what_the_api_let_through(api: Stack,
         assert receiver.requests == [] and sender.queue.pending(cid) == []
     finally:
         sender.stop()
+
+
+def test_dead_deliveries_are_seen_and_replayed_by_their_own_token_only(redis_url: str) -> None:
+    from fsctl.auth import hash_token, parse_tokens
+
+    full, reader, other = "fsk_hooks_full_token", "fsk_hooks_reader", "fsk_hooks_other"
+    tokens = parse_tokens({"tokens": {
+        "full": {"sha256": hash_token(full)}, "other": {"sha256": hash_token(other)},
+        "reader": {"sha256": hash_token(reader), "permissions": ["callbacks:read"]}}})
+    s = make_stack(redis_url, tokens=tokens, webhook_max_attempts=1)
+    sender = start_sender(s)
+
+    def call(method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        code, reply, _ = s.http(method, path, body, headers={"Authorization": f"Bearer {token}"})
+        return code, reply
+
+    try:
+        url = f"http://127.0.0.1:{free_port()}/down"
+        code, cb = call("POST", "/voice/call/callback", full, {**SEED, "status_callback": url})
+        assert code == 202
+        dead = wait_until(lambda: call("GET", "/voice/webhooks/dead", full)[1]["items"])
+        assert [d["callback_id"] for d in dead] == [cb["id"]]
+        assert call("GET", "/voice/webhooks/dead", other)[1]["items"] == []
+        code, reply = call("POST", f"/voice/webhooks/dead/{dead[0]['id']}/replay", other)
+        assert code == 404
+        assert call("POST", "/voice/webhooks/dead/replay", other) == (202, {"replayed": []})
+        code, reply = call("POST", "/voice/webhooks/dead/replay", reader)
+        assert code == 403 and "callbacks:create" in reply["message"]
+        assert call("GET", "/voice/webhooks/dead?limit=0", full)[0] == 422
+        assert call("GET", "/voice/webhooks/dead", reader)[1]["items"] == []  # not its callback
+        assert call("POST", "/voice/webhooks/dead/replay", full) == (202, {"replayed": [dead[0]["id"]]})
+    finally:
+        sender.stop()
+        s.close()

@@ -66,7 +66,7 @@ def address_problem(ip: IP) -> str | None:
     mapped = getattr(ip, "ipv4_mapped", None)
     if mapped is not None:
         ip = mapped
-    for name in ("loopback", "link_local", "multicast", "private", "unspecified", "reserved"):
+    for name in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(ip, f"is_{name}"):
             return name.replace("_", "-")
     if not ip.is_global:
