@@ -435,3 +435,44 @@ def test_dead_deliveries_are_seen_and_replayed_by_their_own_token_only(redis_url
     finally:
         sender.stop()
         s.close()
+
+
+def test_fsctl_run_starts_the_sender_and_delivers_end_to_end(tmp_path: Any) -> None:
+    """Every part a process of its own (redis, simulator, API, worker, webhooks), as deployed."""
+    import signal
+    import urllib.request
+
+    from fsctl.embedded import wait_port
+
+    receiver = Receiver()
+    api_port, redis_port, esl_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSCTL_")}
+    env.update(PYTHONPATH=str(REPO), FSCTL_API_PORT=str(api_port), FSCTL_WEBHOOK_SECRETS=NEW,
+               FSCTL_WEBHOOK_ALLOW_PRIVATE="1", FSCTL_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsctl", "run", "--var", str(tmp_path / "var"),
+         "--redis-port", str(redis_port), "--esl-port", str(esl_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port("127.0.0.1", api_port, 30)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/voice/call/callback", method="POST",
+            data=json.dumps({**SEED, "status_callback": receiver.url()}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            cid = json.load(resp)["id"]
+        got = receiver.wait_count(1, timeout_s=25, where=lambda r: r.data.get("event")
+                                  == "completed")
+        got = receiver.of(cid)
+        assert got[0].data["event"] == "queued" and got[-1].data["event"] == "completed"
+        assert seqs(got) == list(range(1, len(got) + 1))
+        assert all(Webhook(NEW).verify(r.body, r.headers) for r in got)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=25)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            out, _ = proc.communicate()
+        receiver.close()
+    assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
