@@ -39,6 +39,7 @@ from .callback import Input, apply
 from .errors import StoreError
 from .model import CALLBACK_STATES, Callback, decode_json
 from .policy import destination
+from .webhooks.queue import Outbox, enqueue_lua
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ return 0
 
 # Compare-and-set of one record: written (with its index moves, as _queue_save does) only
 # if it still reads exactly as the copy the change was made on. One round trip, where
-# WATCH / GET / MULTI-EXEC take three. Returns 1 when written, 0 when it had changed.
+# WATCH / GET / MULTI-EXEC take three. Returns 1 when written, 0 when it had changed. With
+# more keys it also enqueues the status webhooks the new record reached (fsctl.webhooks).
 _SWAP = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '0' then
@@ -123,6 +125,10 @@ if ARGV[6] == '1' then redis.call('ZREM', KEYS[4], ARGV[4]) end
 if ARGV[7] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+end
+if #KEYS > 4 then
+  local wh_added = -1
+""" + enqueue_lua(4, 7) + """
 end
 return 1
 """
@@ -245,8 +251,6 @@ class Store:
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
         self._swap = client.register_script(_SWAP)
-        from .webhooks.queue import Outbox
-
         self.outbox = Outbox(client, self.keys, record_ttl_s)
         """Status webhooks: every record write enqueues the events the record reached."""
 
@@ -367,8 +371,9 @@ class Store:
                     continue
                 return cb, raw
             new = _dump(cb)
-            if self._swaps([self._swap_call(key, raw, cb, before, new)])[0]:
-                self.outbox.enqueue_now(cb)
+            call, staged = self._swap_call(key, raw, cb, before, new)
+            if self._swaps([call])[0]:
+                self.outbox.committed([staged])
                 return cb, new
             raw = known = None
         raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
@@ -386,7 +391,7 @@ class Store:
                 raws[i] = raw
         out: list[tuple[Callback | None, bytes | str | None]] = [(None, None)] * len(items)
         again: list[int] = []
-        sent: list[tuple[int, Callback, bytes]] = []
+        sent: list[tuple[int, Callback, bytes, tuple[str, list[str]] | None]] = []
         calls: list[tuple[list[str], list[Any]]] = []
         for i, ((_callback_id, change, known), raw) in enumerate(zip(items, raws, strict=True)):
             if not raw:
@@ -400,25 +405,31 @@ class Store:
                     out[i] = (cb, raw)
                 continue
             new = _dump(cb)
-            calls.append(self._swap_call(keys[i], raw, cb, before, new))
-            sent.append((i, cb, new))
-        for (i, cb, new), written in zip(sent, self._swaps(calls), strict=True):
+            call, staged = self._swap_call(keys[i], raw, cb, before, new)
+            calls.append(call)
+            sent.append((i, cb, new, staged))
+        for (i, cb, new, staged), written in zip(sent, self._swaps(calls), strict=True):
             if written:
                 out[i] = (cb, new)
-                self.outbox.enqueue_now(cb)
+                self.outbox.committed([staged])
             else:
                 again.append(i)
         for i in sorted(again):
             out[i] = self.swap(items[i][0], items[i][1])
         return out
 
-    def _swap_call(self, key: str, raw: bytes | str, cb: Callback, before: str,
-                   new: bytes) -> tuple[list[str], list[Any]]:
+    def _swap_call(self, key: str, raw: bytes | str, cb: Callback, before: str, new: bytes
+                   ) -> tuple[tuple[list[str], list[Any]], tuple[str, list[str]] | None]:
         """The compare-and-set script's keys and args: ``key`` from ``raw`` to ``new``, the
-        state indexes moved from ``before``, as :meth:`_queue_save` does."""
-        return ([key, self.keys.state(before), self.keys.state(cb.state), self.keys.live(cb.owner)],
-                [raw, new, self.record_ttl_s if cb.final else 0, cb.id, repr(cb.created_at),
-                 int(cb.final), int(before != cb.state)])
+        state indexes moved from ``before``, as :meth:`_queue_save` does; with the status
+        webhooks ``cb`` reached (and what to tell :meth:`Outbox.committed` once written)."""
+        keys = [key, self.keys.state(before), self.keys.state(cb.state), self.keys.live(cb.owner)]
+        args = [raw, new, self.record_ttl_s if cb.final else 0, cb.id, repr(cb.created_at),
+                int(cb.final), int(before != cb.state)]
+        hooks = self.outbox.prepare(cb) if cb.status_callback else None
+        if hooks is None:
+            return (keys, args), None
+        return (keys + hooks[0], args + hooks[1]), (cb.id, hooks[2])
 
     def _swaps(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run the compare-and-set script for each (keys, args), in one round trip: EVALSHA

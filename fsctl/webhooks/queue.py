@@ -32,27 +32,37 @@ log = logging.getLogger(__name__)
 MEMO_MAX = 50_000
 """Callbacks whose enqueued events one process remembers (beyond: Redis dedupes)."""
 
-# KEYS: callback's webhook hash, its queue, due zset, one delivery hash per event.
-# ARGV: ttl, now, callback id, url, owner, then per event: key, msg id, head, tail.
-_ENQUEUE = """
-if redis.call('HEXISTS', KEYS[1], 'gone') == 1 then return -1 end
-local added = 0
-local n = (#ARGV - 5) / 4
-for i = 0, n - 1 do
-  local b = 6 + i * 4
-  if redis.call('HSETNX', KEYS[1], 'e:' .. ARGV[b], '1') == 1 then
-    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-    redis.call('HSET', KEYS[4 + i], 'id', ARGV[b + 1], 'body', ARGV[b + 2] .. seq .. ARGV[b + 3],
-               'seq', seq, 'url', ARGV[4], 'callback_id', ARGV[3], 'owner', ARGV[5],
-               'event', ARGV[b], 'attempts', 0, 'created_at', ARGV[2])
-    redis.call('RPUSH', KEYS[2], ARGV[b + 1])
-    added = added + 1
+def enqueue_lua(k: int, a: int) -> str:
+    """The enqueue, as a section of a Lua script whose own KEYS and ARGV end at ``k`` and ``a``
+    (so a record's compare-and-set can carry it: one atomic step). It sets ``wh_added``.
+
+    KEYS after ``k``: the callback's webhook hash, its queue, the due zset, one delivery hash
+    per event. ARGV after ``a``: ttl, now, callback id, url, owner, then per event: key,
+    msg id, body head, body tail. Each (callback, event) is enqueued once; a callback whose
+    URL answered 410 gets nothing more (``wh_added`` -1)."""
+    return f"""
+if redis.call('HEXISTS', KEYS[{k} + 1], 'gone') == 0 then
+  wh_added = 0
+  local n = (#ARGV - {a} - 5) / 4
+  for i = 0, n - 1 do
+    local b = {a} + 6 + i * 4
+    if redis.call('HSETNX', KEYS[{k} + 1], 'e:' .. ARGV[b], '1') == 1 then
+      local seq = redis.call('HINCRBY', KEYS[{k} + 1], 'seq', 1)
+      redis.call('HSET', KEYS[{k} + 4 + i], 'id', ARGV[b + 1],
+                 'body', ARGV[b + 2] .. seq .. ARGV[b + 3], 'seq', seq, 'url', ARGV[{a} + 4],
+                 'callback_id', ARGV[{a} + 3], 'owner', ARGV[{a} + 5], 'event', ARGV[b],
+                 'attempts', 0, 'created_at', ARGV[{a} + 2])
+      redis.call('RPUSH', KEYS[{k} + 2], ARGV[b + 1])
+      wh_added = wh_added + 1
+    end
   end
+  redis.call('EXPIRE', KEYS[{k} + 1], tonumber(ARGV[{a} + 1]))
+  if wh_added > 0 then redis.call('ZADD', KEYS[{k} + 3], 'NX', ARGV[{a} + 2], ARGV[{a} + 3]) end
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-if added > 0 then redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[3]) end
-return added
 """
+
+
+_ENQUEUE = "local wh_added = -1\n" + enqueue_lua(0, 0) + "return wh_added\n"
 
 # KEYS: due. ARGV: now, most, lease until, queue key prefix. Returns id, head, id, head …
 _LEASE = """
@@ -142,7 +152,7 @@ class Outbox:
         self.r, self.keys, self.ttl_s = client, keys, ttl_s
         self._memo: dict[str, set[str]] = {}
 
-    def _call(self, cb: Callback) -> tuple[list[str], list[Any], list[str]] | None:
+    def prepare(self, cb: Callback) -> tuple[list[str], list[Any], list[str]] | None:
         """The enqueue script's keys and args for the events of ``cb`` not enqueued by this
         process yet (None: nothing new), and those events' keys."""
         if not cb.status_callback:
@@ -165,7 +175,7 @@ class Outbox:
     def stage(self, pipe: Any, cb: Callback) -> tuple[str, list[str]] | None:
         """Add the enqueue of ``cb``'s new events to ``pipe`` (the record's own transaction);
         call :meth:`committed` with the result once ``pipe`` ran."""
-        call = self._call(cb)
+        call = self.prepare(cb)
         if call is None:
             return None
         keys, args, events = call
@@ -189,7 +199,7 @@ class Outbox:
         """Enqueue ``cb``'s new events in a round trip of their own (after a record write that
         could not carry them: a compare-and-set, the API's admission script). A Redis error is
         logged, not raised: the record is written, and its next write enqueues them."""
-        call = self._call(cb)
+        call = self.prepare(cb)
         if call is None:
             return 0
         keys, args, events = call
