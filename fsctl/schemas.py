@@ -158,8 +158,9 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
     return cb
 
 
-def present(cb: Callback) -> dict[str, Any]:
-    """The public JSON view of a callback (GET / POST / DELETE responses)."""
+def present(cb: Callback, *, raw_history: bool = False) -> dict[str, Any]:
+    """The public JSON view of a callback (GET / POST / DELETE responses). ``raw_history``:
+    the history as its JSON text, for orjson to write without decoding it (webhooks)."""
     legs = {}
     for name, leg in cb.legs.items():
         legs[name] = {
@@ -176,5 +177,5 @@ def present(cb: Callback) -> dict[str, Any]:
         "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s, "inferred": cb.inferred,
         "legs": legs,
         "status_callback": cb.status_callback, "status_events": cb.status_events,
-        "history": list(cb.history),
+        "history": cb.history.fragment() if raw_history else list(cb.history),
     }

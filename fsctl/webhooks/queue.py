@@ -163,13 +163,18 @@ class Outbox:
             return None
         from ..schemas import present
 
-        view = present(cb)
+        view = present(cb, raw_history=True)
         keys = [self.keys.wh_callback(cb.id), self.keys.wh_queue(cb.id), self.keys.wh_due]
         args: list[Any] = [self.ttl_s, repr(time.time()), cb.id, cb.status_callback, _owner(cb)]
         for m in new:
             msg = message_id(cb.id, m)
             keys.append(self.keys.wh_msg(msg))
-            args.extend([m.key, msg, *body_parts(cb.id, m, view)])
+            try:
+                parts = body_parts(cb.id, m, view)
+            except TypeError:  # a lone surrogate: json writes it, but not orjson's Fragment
+                view = present(cb)
+                parts = body_parts(cb.id, m, view)
+            args.extend([m.key, msg, *parts])
         return keys, args, [m.key for m in new]
 
     def stage(self, pipe: Any, cb: Callback) -> tuple[str, list[str]] | None:

@@ -31,7 +31,7 @@ for _path in (str(HERE.parent), str(HERE.parent.parent)):  # tests/ and the repo
         sys.path.insert(0, _path)
 
 import gevent  # noqa: E402
-from bench.common import open_loop, summary_ms  # noqa: E402
+from bench.common import CpuMeter, open_loop, summary_ms  # noqa: E402
 from bench.simpipe import POLL_S, TRACE_WAIT_S, Stack, drain  # noqa: E402
 from hookrecv import Receiver  # noqa: E402
 from procs import terminate_group  # noqa: E402
@@ -81,8 +81,10 @@ def one(kind: str, rate: float, seconds: float, root: Path) -> dict[str, Any]:
 
         gevent.sleep(1.0)
         count = max(1, round(rate * seconds))
+        meter = CpuMeter({"worker": stack.procs["worker"].pid}).start()
         res = open_loop(stack.aport, rate, count, body)
         final, _, records = drain(stack, res.ids, 0, lambda _v: None)
+        worker_cpu_s = meter.stop()["worker"]
         completed = [cid for cid, (state, _) in records.items() if state == "completed"]
         deadline = time.monotonic() + TRACE_WAIT_S
         while True:
@@ -100,6 +102,7 @@ def one(kind: str, rate: float, seconds: float, root: Path) -> dict[str, Any]:
                 "final": final, "with_webhooks": len(with_hook),
                 "webhook_requests": len(receiver.requests) if receiver else 0,
                 "deliveries_waiting": int(stack.r.zcard("fsctl:wh:due")),
+                "worker_cpu_ms": round(worker_cpu_s * 1000 / max(1, len(res.ids)), 3),
                 "bridge_other": summary_ms(other), "bridge_all": summary_ms(every)}
     finally:
         stack.stop()
@@ -120,13 +123,14 @@ def main() -> int:
     print(f"{args.rate:.0f} callbacks/s for {args.seconds:.0f} s; receiver: none / answers "
           f"after {SLOW_S:.0f} s / answers 500; bridge latency in ms (p50 / p99 / max)")
     print("| receiver | accepted | completed | with webhooks | webhook requests | waiting in "
-          "Redis at the end | bridge, other callbacks | bridge, all |")
-    print("|---|---|---|---|---|---|---|---|")
+          "Redis at the end | worker CPU ms/callback | bridge, other callbacks | bridge, all |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         def f(s: dict[str, Any]) -> str:
             return f"{s.get('p50_ms')} / {s.get('p99_ms')} / {s.get('max_ms')}"
         print(f"| {r['kind']} | {r['accepted']} | {r['completed']} | {r['with_webhooks']} | "
-              f"{r['webhook_requests']} | {r['deliveries_waiting']} | {f(r['bridge_other'])} | "
+              f"{r['webhook_requests']} | {r['deliveries_waiting']} | {r['worker_cpu_ms']} | "
+              f"{f(r['bridge_other'])} | "
               f"{f(r['bridge_all'])} |")
     return 0
 
