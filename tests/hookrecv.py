@@ -78,7 +78,10 @@ class Receiver:
             status = self.answer(req)
         else:
             status = self.statuses.pop(0) if self.statuses else self.default
-        start_response(f"{status} X", [("Content-Type", "text/plain")])
+        headers_out = [("Content-Type", "text/plain")]
+        if 300 <= status < 400:
+            headers_out.append(("Location", f"http://127.0.0.1:{self.port}/elsewhere"))
+        start_response(f"{status} X", headers_out)
         return [b"ok" if status < 300 else b"no"]
 
     def of(self, callback_id: str) -> list[Request]:

@@ -478,3 +478,47 @@ def test_fsctl_run_starts_the_sender_and_delivers_end_to_end(tmp_path: Any) -> N
             out, _ = proc.communicate()
         receiver.close()
     assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+
+
+def test_redirects_and_other_4xx_are_dead_at_once_and_never_followed(api: Stack) -> None:
+    receiver = Receiver(answer=lambda r: 302 if r.path == "/moved" else 400)
+    sender = start_sender(api)
+    try:
+        moved = api.create({**SEED, "status_callback": receiver.url("/moved")})["id"]
+        bad = api.create({**SEED, "leg_A": {"to": "1000777"}, "status_callback": receiver.url("/bad")})["id"]
+        dead = wait_until(lambda: len(api.http("GET", "/voice/webhooks/dead")[1]["items"]) == 2
+                          and api.http("GET", "/voice/webhooks/dead")[1]["items"])
+        reasons = {d["callback_id"]: (d["attempts"], d["reason"]) for d in dead}
+        assert reasons[moved][0] == 1 and "HTTP 302" in reasons[moved][1]
+        assert "/elsewhere" in reasons[moved][1] and "not followed" in reasons[moved][1]
+        assert reasons[bad][0] == 1 and reasons[bad][1].startswith("HTTP 400")
+        assert sorted(r.path for r in receiver.requests) == ["/bad", "/moved"]  # never /elsewhere
+        assert sender.stats["retried"] == 0 and sender.stats["dead"] == 2
+    finally:
+        sender.stop()
+        receiver.close()
+
+
+def test_a_redis_cli_job_with_a_status_callback_sends_its_events(redis_url: str,
+                                                                 receiver: Receiver) -> None:
+    s = make_stack(redis_url, worker=True)
+    sender = start_sender(s)
+    try:
+        request = talk("1000123", "1000125", status_callback=receiver.url())
+        entry = s.redis.xadd(s.store.keys.jobs, {"request": json.dumps(request)})
+        cid = wait_until(lambda: s.redis.get(s.store.keys.job(entry)), what="job taken")
+        s.wait_for(cid, "completed", timeout_s=15)
+        got = receiver.wait_count(1, where=lambda r: r.data.get("event") == "completed")
+        got = receiver.of(cid)
+        assert got[0].data["event"] == "queued" and seqs(got) == list(range(1, len(got) + 1))
+    finally:
+        sender.stop()
+        s.close()
+
+
+def test_the_sender_refuses_to_start_without_secrets(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSCTL_")}
+    env.update(PYTHONPATH=str(REPO), FSCTL_REDIS_URL=redis_url)
+    out = subprocess.run([sys.executable, "-m", "fsctl", "webhooks"], env=env, timeout=30, check=False,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "FSCTL_WEBHOOK_SECRETS" in out.stderr, out.stderr
