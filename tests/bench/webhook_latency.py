@@ -8,7 +8,11 @@ API as processes) plus ``fsctl webhooks``: ``none`` — no callback carries a st
 ``500`` — to one that answers 500 at once (so every delivery is retried). The receiver runs
 in this process on 127.0.0.1. Bridge latency comes from the simulator's trace (B's
 CHANNEL_PARK sent → ``uuid_bridge`` received), for the callbacks without webhooks ("other")
-and for all. Not collected by pytest: speed is measured here, never asserted in tests.
+and for all. ``--outage``: instead, every other callback's receiver is down for the whole
+run (connection refused; 4 attempts), then comes up and every dead delivery is replayed
+through the API: a table of deliveries sent, attempts retried, dead-lettered, replayed,
+delivered, and whether each callback's deliveries arrived in seq order. Not collected by
+pytest: speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -40,16 +44,19 @@ from fsctl.webhooks.signing import new_secret  # noqa: E402
 
 TALK_S = 1.0
 SLOW_S = 10.0
+SECRET = new_secret()
 
 
 class HookStack(Stack):
     """simpipe's stack plus the webhook sender."""
 
+    attempts = "8"
+
     def env(self) -> dict[str, str]:
         env = super().env()
-        env.update(FSCTL_WEBHOOK_SECRETS=new_secret(), FSCTL_WEBHOOK_ALLOW_PRIVATE="1",
-                   FSCTL_WEBHOOK_TIMEOUT_S="15", FSCTL_WEBHOOK_BACKOFF_BASE_S="0.5",
-                   FSCTL_WEBHOOK_MAX_ATTEMPTS="8")
+        env.update(FSCTL_WEBHOOK_SECRETS=SECRET, FSCTL_WEBHOOK_ALLOW_PRIVATE="1",
+                   FSCTL_WEBHOOK_TIMEOUT_S="15", FSCTL_WEBHOOK_BACKOFF_BASE_S="0.2",
+                   FSCTL_WEBHOOK_MAX_ATTEMPTS=self.attempts)
         return env
 
     def start(self) -> HookStack:
@@ -110,12 +117,78 @@ def one(kind: str, rate: float, seconds: float, root: Path) -> dict[str, Any]:
             receiver.close()
 
 
+def outage(rate: float, seconds: float, root: Path) -> dict[str, Any]:
+    """Receiver down during the run, then up, then every dead delivery replayed."""
+    import json
+    import urllib.request
+
+    from fsctl.embedded import free_port
+
+    port = free_port()
+    stack = HookStack("fsctl", TALK_S, root)
+    stack.attempts = "4"
+    stack.start()
+    receiver = None
+    try:
+        def body(i: int) -> dict[str, Any]:
+            req: dict[str, Any] = {"leg_A": {"to": f"2{i:07d}"}, "leg_B": {"to": f"3{i:07d}"}}
+            if i % 2 == 0:
+                req["status_callback"] = f"http://127.0.0.1:{port}/hook"
+            return req
+
+        gevent.sleep(1.0)
+        res = open_loop(stack.aport, rate, max(1, round(rate * seconds)), body)
+        drain(stack, res.ids, 0, lambda _v: None)
+        r = stack.r
+        assert r is not None
+        deadline = time.monotonic() + 120
+        while r.zcard("fsctl:wh:due") and time.monotonic() < deadline:
+            gevent.sleep(0.5)
+        dead_ids = r.zrange("fsctl:wh:dead", 0, -1)
+        attempts = sum(int(r.hget(f"fsctl:wh:msg:{m}", "attempts") or 0) for m in dead_ids)
+        sent = sum(int(r.hget(k, "seq") or 0) for k in r.scan_iter("fsctl:wh:cb:*"))
+        receiver = Receiver(port=port)
+        req = urllib.request.Request(f"http://127.0.0.1:{stack.aport}/voice/webhooks/dead/replay",
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            replayed = len(json.load(resp)["replayed"])
+        deadline = time.monotonic() + 120
+        while len(receiver.requests) < replayed and time.monotonic() < deadline:
+            gevent.sleep(0.2)
+        while r.zcard("fsctl:wh:due") and time.monotonic() < deadline:
+            gevent.sleep(0.2)
+        by_cb: dict[str, list[int]] = {}
+        for q in receiver.requests:
+            by_cb.setdefault(q.data["callback_id"], []).append(q.data["seq"])
+        in_order = sum(1 for s in by_cb.values() if s == list(range(1, len(s) + 1)))
+        return {"callbacks": len(res.ids), "with_webhooks": len(res.ids) // 2 + len(res.ids) % 2,
+                "deliveries": sent, "attempts_while_down": attempts,
+                "retried": attempts - len(dead_ids), "dead": len(dead_ids), "replayed": replayed,
+                "delivered_after_replay": len(receiver.requests),
+                "still_dead": int(r.zcard("fsctl:wh:dead")),
+                "callbacks_in_seq_order": f"{in_order} / {len(by_cb)}"}
+    finally:
+        stack.stop()
+        if receiver is not None:
+            receiver.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=40.0)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--outage", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
+    if args.outage:
+        try:
+            row = outage(args.rate, args.seconds, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print("| " + " | ".join(row) + " |")
+        print("|" + "---|" * len(row))
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+        return 0
     try:
         rows = [one(kind, args.rate, args.seconds, root) for kind in ("none", "slow", "500")]
     finally:
