@@ -523,3 +523,18 @@ def test_the_sender_refuses_to_start_without_secrets(redis_url: str) -> None:
     out = subprocess.run([sys.executable, "-m", "fsctl", "webhooks"], env=env, timeout=30, check=False,
                          capture_output=True, text=True)
     assert out.returncode == 2 and "FSCTL_WEBHOOK_SECRETS" in out.stderr, out.stderr
+
+
+def test_a_receiver_that_does_not_answer_times_out_and_is_retried(api: Stack) -> None:
+    receiver = Receiver()
+    receiver.hold()
+    sender = start_sender(api, webhook_timeout_s=0.3, webhook_max_attempts=2)
+    try:
+        cid = api.create({**SEED, "status_callback": receiver.url()})["id"]
+        dead = wait_until(lambda: api.http("GET", "/voice/webhooks/dead")[1]["items"])
+        assert dead[0]["callback_id"] == cid and dead[0]["attempts"] == 2
+        assert "timeout" in dead[0]["reason"] or "no answer within" in dead[0]["reason"]
+        assert len(receiver.requests) == 2 and sender.stats["retried"] == 1
+    finally:
+        sender.stop(timeout_s=1)
+        receiver.close()
