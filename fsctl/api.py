@@ -19,20 +19,26 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from . import schemas
 from .auth import OPEN, Principal, authenticate
 from .callback import Cancel
-from .errors import PolicyDenied, StoreError
+from .errors import PolicyDenied, StoreError, UrlRefused
 from .model import CALLBACK_STATES, Callback
 from .ops import endpoints as ops_http
 from .ops.logs import callback_fields
 from .settings import Settings
 from .store import Duplicate, Limits, Refused, Store, connect
+from .webhooks.guard import check_url
+from .webhooks.queue import DeliveryQueue
 
 log = logging.getLogger(__name__)
 
 BASE = "/voice/call/callback"
+WEBHOOKS = "/voice/webhooks"
+DEAD_LIMIT_MAX = 200
+"""Most dead deliveries one list answers."""
 IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 LIST_LIMIT_MAX = 200
 """Most callbacks one list page returns."""
-QUERY_PARAMETERS: dict[str, frozenset[str]] = {"index": frozenset({"state", "limit", "before"})}
+QUERY_PARAMETERS: dict[str, frozenset[str]] = {"index": frozenset({"state", "limit", "before"}),
+                                           "dead_deliveries": frozenset({"limit"})}
 """The query parameters each endpoint takes; any other is a 400 (an endpoint not listed
 takes none)."""
 MISMATCH = "used before with another request body: send the same request, or use a new key"
@@ -107,6 +113,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     store = Store(client or connect(settings.redis_url), settings.redis_prefix,
                   settings.record_ttl_s)
     app.extensions["fsctl.store"] = store
+    deliveries = DeliveryQueue(store.r, store.keys, settings.record_ttl_s)
 
     def principal() -> Principal:
         return g.principal  # type: ignore[no-any-return]
@@ -253,6 +260,8 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
             raise ApiError(422, "invalid callback request", exc.messages) from None
         except PolicyDenied as exc:
             raise ApiError(403, str(exc), exc.errors) from None
+        if cb.status_callback:
+            check_status_callback(cb.status_callback)
         try:
             store.create(cb, limits_for(who), idem, fingerprint)
         except Duplicate as exc:
@@ -277,6 +286,43 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
                            {"Idempotency-Key": ["its callback's record has expired"]})
         return _json(schemas.present(earlier, cancel), 202,
                      {"Location": f"{BASE}/{earlier.id}", "Idempotent-Replay": "true"})
+    def check_status_callback(url: str) -> None:
+        """422 unless webhooks are on and the URL passes the SSRF guard (resolved now)."""
+        if not settings.webhook_secrets:
+            raise ApiError(422, "invalid callback request", {"status_callback": [
+                "status webhooks are not enabled on this server (FSCTL_WEBHOOK_SECRETS)"]})
+        try:
+            check_url(url, settings.webhook_allow_private)
+        except UrlRefused as exc:
+            raise ApiError(422, "invalid callback request",
+                           {"status_callback": [str(exc)]}) from None
+
+    @app.get(f"{WEBHOOKS}/dead")
+    def dead_deliveries() -> Response:
+        who = require("callbacks:read")
+        try:
+            limit = int(request.args.get("limit", "50"))
+            if not 1 <= limit <= DEAD_LIMIT_MAX:
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(422, "invalid query", {
+                "limit": [f"must be a whole number from 1 to {DEAD_LIMIT_MAX}"]}) from None
+        return _json({"items": deliveries.list_dead(who.name, limit)})
+
+    @app.post(f"{WEBHOOKS}/dead/<delivery_id>/replay")
+    def replay_delivery(delivery_id: str) -> Response:
+        who = require("callbacks:create")
+        if len(delivery_id) > 200 or not deliveries.replay(delivery_id, who.name):
+            raise ApiError(404, f"no dead delivery {delivery_id!r}")
+        log.info("webhook delivery %s: replayed (owner %s)", delivery_id, who.name)
+        return _json({"replayed": [delivery_id]}, 202)
+
+    @app.post(f"{WEBHOOKS}/dead/replay")
+    def replay_all_deliveries() -> Response:
+        who = require("callbacks:create")
+        replayed = deliveries.replay_all(who.name)
+        log.info("webhooks: %d dead deliveries replayed (owner %s)", len(replayed), who.name)
+        return _json({"replayed": replayed}, 202)
 
     @app.get(f"{BASE}/<callback_id>")
     def show(callback_id: str) -> Response:

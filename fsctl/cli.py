@@ -1,4 +1,4 @@
-"""``fsctl api | worker | simulate | run | call | status``."""
+"""``fsctl api | worker | webhooks | simulate | run | call | status``."""
 
 from __future__ import annotations
 
@@ -123,6 +123,15 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(_: argparse.Namespace) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    from .webhooks.sender import main as webhooks_main
+
+    return webhooks_main()
+
+
 def cmd_simulate(argv: list[str]) -> int:
     from .simulator import main as sim_main
 
@@ -159,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             wait_port("127.0.0.1", args.esl_port, 10)
         spawn("api", [sys.executable, "-m", "fsctl", "api"])
         spawn("worker", [sys.executable, "-m", "fsctl", "worker"])
+        if env.get("FSCTL_WEBHOOK_SECRETS"):
+            spawn("webhooks", [sys.executable, "-m", "fsctl", "webhooks"])
         wait_port(env.get("FSCTL_API_HOST", "127.0.0.1"), int(env.get("FSCTL_API_PORT", "8080")),
                   15)
         log.info("fsctl is running: POST http://127.0.0.1:%s/voice/call/callback (Ctrl-C stops)",
@@ -173,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     finally:
         grace_s = float(env["FSCTL_SHUTDOWN_GRACE_S"]) + RUN_STOP_MARGIN_S
-        apps = [(n, p) for n, p in procs if n in ("api", "worker")]
+        apps = [(n, p) for n, p in procs if n in ("api", "worker", "webhooks")]
         stop(apps, grace_s)
         stop([(n, p) for n, p in procs if n == "simulator"], RUN_STOP_MARGIN_S)
         stop([(n, p) for n, p in procs if n == "redis"], RUN_STOP_MARGIN_S)
@@ -225,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("api", help="serve the HTTP API").set_defaults(func=cmd_api)
     sub.add_parser("worker", help="drive callbacks through FreeSWITCH").set_defaults(
         func=cmd_worker)
+    sub.add_parser("webhooks", help="deliver status webhooks (FSCTL_WEBHOOK_SECRETS)"
+                   ).set_defaults(func=cmd_webhooks)
     sub.add_parser("simulate", help="run the FreeSWITCH simulator (see fsctl simulate -h)",
                    add_help=False)
     p = sub.add_parser("run", help="start redis, simulator, API and worker (embedded default)")

@@ -53,3 +53,15 @@ class StoreError(FsctlError):
 
 class NotFound(StoreError):
     """No callback with that id."""
+
+
+class WebhookError(FsctlError):
+    """A status webhook could not be accepted or delivered."""
+
+
+class UrlRefused(WebhookError):
+    """A status_callback URL is malformed or points at an address fsctl must not contact."""
+
+
+class HostUnresolved(UrlRefused):
+    """A status_callback's host does not resolve (now: DNS may answer later)."""

@@ -98,6 +98,10 @@ class CallbackViewSchema(Schema):
                        "leg's hangup_cause LOST)"})
     cancel_pending = fields.Boolean(required=True, metadata={"description": CANCEL_PENDING})
     legs = fields.Nested(LegsViewSchema, required=True)
+    status_callback = fields.String(required=True, allow_none=True, metadata={
+        "description": "where status webhooks go; none: no webhooks"})
+    status_events = fields.List(fields.String(), required=True, allow_none=True, metadata={
+        "description": "the status events asked for; none: every one"})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
 
 
@@ -157,6 +161,61 @@ class ErrorSchema(Schema):
                        "no field is to blame. Besides body fields: `_body` (the body as a "
                        "whole), `_query`, a query parameter's name, `Idempotency-Key`, "
                        "`Content-Type`, `Authorization`, `callback_id`, `method`, `limit` (429)"})
+
+
+class DeadDeliverySchema(Schema):
+    """A status webhook that was not delivered (fsctl.webhooks)."""
+
+    id = fields.String(required=True, metadata={"description": "its webhook-id"})
+    callback_id = fields.String(required=True)
+    event = fields.String(required=True, metadata={"description": "e.g. answered.A, completed"})
+    seq = fields.Integer(required=True, metadata={"description": "per-callback sequence number"})
+    url = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    reason = fields.String(required=True, metadata={"description": "why it was given up"})
+    created_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    failed_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+
+
+class DeadPageSchema(Schema):
+    """Dead deliveries, newest first."""
+
+    items = fields.List(fields.Nested(DeadDeliverySchema), required=True)
+
+
+class ReplayedSchema(Schema):
+    """The dead deliveries put back in their callbacks' queues."""
+
+    replayed = fields.List(fields.String(), required=True)
+
+
+def _webhook_paths(doc: APISpec) -> None:
+    """The dead-letter endpoints of status webhooks."""
+    doc.components.schema("DeadPage", schema=DeadPageSchema)
+    doc.components.schema("Replayed", schema=ReplayedSchema)
+    replayed = {"description": "Replayed: queued again, delivered in their callbacks' order.",
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Replayed"}}}}
+    doc.path(path="/voice/webhooks/dead", operations={"get": {
+        "operationId": "listDeadDeliveries", "summary": "Status webhooks given up, newest first",
+        "description": "A token sees its own callbacks' (needs callbacks:read).",
+        "security": _VOICE_SECURITY,
+        "parameters": [{"name": "limit", "in": "query", "schema": {
+            "type": "integer", "minimum": 1, "maximum": 200, "default": 50}}],
+        "responses": _responses({200: {"description": "Dead deliveries.", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DeadPage"}}}}}, 422),
+    }})
+    doc.path(path="/voice/webhooks/dead/{delivery_id}/replay", parameters=[{
+        "name": "delivery_id", "in": "path", "required": True,
+        "description": "a dead delivery's id (its webhook-id)",
+        "schema": {"type": "string", "minLength": 1}}], operations={"post": {
+            "operationId": "replayDeadDelivery", "summary": "Deliver a dead webhook again",
+            "description": "Needs callbacks:create.", "security": _VOICE_SECURITY,
+            "responses": _responses({202: replayed}, 404)}})
+    doc.path(path="/voice/webhooks/dead/replay", operations={"post": {
+        "operationId": "replayDeadDeliveries", "summary": "Deliver every dead webhook again",
+        "description": "Oldest first; a token replays its own (needs callbacks:create).",
+        "security": _VOICE_SECURITY, "responses": _responses({202: replayed})}})
 
 
 class HealthSchema(Schema):
@@ -388,6 +447,7 @@ def spec(settings: Settings) -> dict[str, Any]:
             media: {"schema": {"type": "string"}}
             for media in sorted({*DOC_ASSETS.values(), "text/javascript"})}},
             "400": _error(400), "404": _error(404)}}})
+    _webhook_paths(doc)
     out = doc.to_dict()
     out["components"]["schemas"] = _to_2020_12(out["components"]["schemas"])
     return out

@@ -22,6 +22,12 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:worker:<name>``   a worker's heartbeat: node, event socket connected, time (string,
   expires after the heartbeat TTL: a dead worker's vanishes)
 - ``<p>:stats:outcomes``  callbacks finished, per ``<state>:<outcome>``, all workers (hash)
+- ``<p>:wh:cb:<id>``      a callback's webhook state: ``seq``, ``gone`` (a URL that answered
+  410), ``e:<event>`` for every event enqueued (hash; expires with the record)
+- ``<p>:wh:q:<id>``       the callback's deliveries not yet delivered, in order (list of ids)
+- ``<p>:wh:msg:<msg-id>`` one delivery: body, url, seq, attempts, last error (hash)
+- ``<p>:wh:due``          callbacks with deliveries, scored by when the next attempt is due
+- ``<p>:wh:dead``, ``<p>:wh:dead:<owner>``  dead deliveries by when they died (zsets)
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from .callback import Input, apply
 from .errors import StoreError
 from .model import CALLBACK_STATES, Callback, decode_json
 from .policy import destination
+from .webhooks.queue import Outbox, enqueue_lua
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +161,8 @@ return 0
 
 # Compare-and-set of one record: written (with its index moves, as _queue_save does) only
 # if it still reads exactly as the copy the change was made on. One round trip, where
-# WATCH / GET / MULTI-EXEC take three. Returns 1 when written, 0 when it had changed.
+# WATCH / GET / MULTI-EXEC take three. Returns 1 when written, 0 when it had changed. With
+# more keys it also enqueues the status webhooks the new record reached (fsctl.webhooks).
 _SWAP = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '0' then
@@ -166,6 +174,10 @@ if ARGV[6] == '1' then redis.call('ZREM', KEYS[4], ARGV[4]) end
 if ARGV[7] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+end
+if #KEYS > 4 then
+  local wh_added = -1
+""" + enqueue_lua(4, 7) + """
 end
 return 1
 """
@@ -268,6 +280,26 @@ class Keys:
 def outcome_field(state: str, outcome: str | None) -> str:
     """The field of ``<p>:stats:outcomes`` counting callbacks that ended so."""
     return f"{state}:{outcome or state}"
+    # -- status webhooks (fsctl.webhooks.queue) --
+
+    def wh_callback(self, callback_id: str) -> str:
+        return f"{self.prefix}:wh:cb:{callback_id}"
+
+    def wh_queue(self, callback_id: str) -> str:
+        return f"{self.prefix}:wh:q:{callback_id}"
+
+    def wh_msg(self, msg_id: str) -> str:
+        return f"{self.prefix}:wh:msg:{msg_id}"
+
+    @property
+    def wh_due(self) -> str:
+        return f"{self.prefix}:wh:due"
+
+    def wh_dead(self, owner: str | None = None, *, everyone: bool = False) -> str:
+        """Dead deliveries of everyone (``everyone``) or of one owner."""
+        if everyone:
+            return f"{self.prefix}:wh:dead"
+        return f"{self.prefix}:wh:dead:{owner or OPEN_OWNER}"
 
 
 def _dump(cb: Callback) -> bytes:
@@ -302,6 +334,8 @@ class Store:
         self._idem_begin = client.register_script(_IDEM_BEGIN)
         self._idem_release = client.register_script(_IDEM_RELEASE)
         self._swap = client.register_script(_SWAP)
+        self.outbox = Outbox(client, self.keys, record_ttl_s)
+        """Status webhooks: every record write enqueues the events the record reached."""
 
     # -- records ------------------------------------------------------------------
 
@@ -333,6 +367,7 @@ class Store:
             raise StoreError(f"could not store callback {cb.id}: {exc}") from exc
         verdict = reply[0]
         if verdict == "ok":
+            self.outbox.enqueue_now(cb)
             return str(reply[1])
         if verdict == "dup":
             raise Duplicate(str(reply[1]), str(reply[2]))
@@ -393,21 +428,25 @@ class Store:
         ``outcomes`` (``<state>:<outcome>`` → how many more ended so) go into the shared
         counters in the same transaction."""
         pipe = self.r.pipeline(transaction=True)
-        for cb, previous_state in items:
-            self._queue_save(pipe, cb, previous_state)
+        staged = [self._queue_save(pipe, cb, previous_state) for cb, previous_state in items]
         if acks:
             pipe.xack(self.keys.jobs, GROUP, *acks)
         for field, n in (outcomes or {}).items():
             pipe.hincrby(self.keys.outcomes, field, n)
         pipe.execute()
+        self.outbox.committed(staged)
 
-    def _queue_save(self, pipe: Any, cb: Callback, previous_state: str | None) -> None:
+    def _queue_save(self, pipe: Any, cb: Callback,
+                    previous_state: str | None) -> tuple[str, list[str]] | None:
+        """Queue the record's write (and its status webhooks') on ``pipe``; what the outbox
+        staged, for :meth:`Outbox.committed` once ``pipe`` ran."""
         pipe.set(self.keys.callback(cb.id), _dump(cb), ex=self.record_ttl_s if cb.final else None)
         if cb.final:
             pipe.zrem(self.keys.live(cb.owner), cb.id)
         if previous_state is not None and previous_state != cb.state:
             pipe.zrem(self.keys.state(previous_state), cb.id)
             pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at})
+        return self.outbox.stage(pipe, cb) if cb.status_callback else None
 
     def restore(self, cb: Callback) -> bool:
         """Write a record a worker spooled while Redis was down; False when Redis's copy wins:
@@ -424,8 +463,9 @@ class Store:
                     if cur is not None and not cb.final and cur.updated_at > cb.updated_at:
                         return False
                     pipe.multi()
-                    self._queue_save(pipe, cb, cur.state if cur else None)
+                    staged = self._queue_save(pipe, cb, cur.state if cur else None)
                     pipe.execute()
+                    self.outbox.committed([staged])
                     return True
                 except redis.WatchError:
                     continue
@@ -455,7 +495,9 @@ class Store:
                     continue
                 return cb, raw
             new = _dump(cb)
-            if self._swaps([self._swap_call(key, raw, cb, before, new)])[0]:
+            call, staged = self._swap_call(key, raw, cb, before, new)
+            if self._swaps([call])[0]:
+                self.outbox.committed([staged])
                 return cb, new
             raw = known = None
         raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
@@ -473,7 +515,7 @@ class Store:
                 raws[i] = raw
         out: list[tuple[Callback | None, bytes | str | None]] = [(None, None)] * len(items)
         again: list[int] = []
-        sent: list[tuple[int, Callback, bytes]] = []
+        sent: list[tuple[int, Callback, bytes, tuple[str, list[str]] | None]] = []
         calls: list[tuple[list[str], list[Any]]] = []
         for i, ((_callback_id, change, known), raw) in enumerate(zip(items, raws, strict=True)):
             if not raw:
@@ -487,24 +529,31 @@ class Store:
                     out[i] = (cb, raw)
                 continue
             new = _dump(cb)
-            calls.append(self._swap_call(keys[i], raw, cb, before, new))
-            sent.append((i, cb, new))
-        for (i, cb, new), written in zip(sent, self._swaps(calls), strict=True):
+            call, staged = self._swap_call(keys[i], raw, cb, before, new)
+            calls.append(call)
+            sent.append((i, cb, new, staged))
+        for (i, cb, new, staged), written in zip(sent, self._swaps(calls), strict=True):
             if written:
                 out[i] = (cb, new)
+                self.outbox.committed([staged])
             else:
                 again.append(i)
         for i in sorted(again):
             out[i] = self.swap(items[i][0], items[i][1])
         return out
 
-    def _swap_call(self, key: str, raw: bytes | str, cb: Callback, before: str,
-                   new: bytes) -> tuple[list[str], list[Any]]:
+    def _swap_call(self, key: str, raw: bytes | str, cb: Callback, before: str, new: bytes
+                   ) -> tuple[tuple[list[str], list[Any]], tuple[str, list[str]] | None]:
         """The compare-and-set script's keys and args: ``key`` from ``raw`` to ``new``, the
-        state indexes moved from ``before``, as :meth:`_queue_save` does."""
-        return ([key, self.keys.state(before), self.keys.state(cb.state), self.keys.live(cb.owner)],
-                [raw, new, self.record_ttl_s if cb.final else 0, cb.id, repr(cb.created_at),
-                 int(cb.final), int(before != cb.state)])
+        state indexes moved from ``before``, as :meth:`_queue_save` does; with the status
+        webhooks ``cb`` reached (and what to tell :meth:`Outbox.committed` once written)."""
+        keys = [key, self.keys.state(before), self.keys.state(cb.state), self.keys.live(cb.owner)]
+        args = [raw, new, self.record_ttl_s if cb.final else 0, cb.id, repr(cb.created_at),
+                int(cb.final), int(before != cb.state)]
+        hooks = self.outbox.prepare(cb) if cb.status_callback else None
+        if hooks is None:
+            return (keys, args), None
+        return (keys + hooks[0], args + hooks[1]), (cb.id, hooks[2])
 
     def _swaps(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run the compare-and-set script for each (keys, args), in one round trip: EVALSHA
@@ -679,7 +728,9 @@ class Store:
         pipe.set(self.keys.job(entry_id), cb.id, ex=self.record_ttl_s)
         pipe.zadd(self.keys.callbacks, {cb.id: cb.created_at}, nx=True)
         pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at}, nx=True)
+        staged = self.outbox.stage(pipe, cb)
         created, *_ = pipe.execute()
+        self.outbox.committed([staged])
         return bool(created)
 
     def release_destinations(self, cb: Callback) -> None:
