@@ -276,10 +276,6 @@ class Keys:
     def outcomes(self) -> str:
         return f"{self.prefix}:stats:outcomes"
 
-
-def outcome_field(state: str, outcome: str | None) -> str:
-    """The field of ``<p>:stats:outcomes`` counting callbacks that ended so."""
-    return f"{state}:{outcome or state}"
     # -- status webhooks (fsctl.webhooks.queue) --
 
     def wh_callback(self, callback_id: str) -> str:
@@ -300,6 +296,11 @@ def outcome_field(state: str, outcome: str | None) -> str:
         if everyone:
             return f"{self.prefix}:wh:dead"
         return f"{self.prefix}:wh:dead:{owner or OPEN_OWNER}"
+
+
+def outcome_field(state: str, outcome: str | None) -> str:
+    """The field of ``<p>:stats:outcomes`` counting callbacks that ended so."""
+    return f"{state}:{outcome or state}"
 
 
 def _dump(cb: Callback) -> bytes:
