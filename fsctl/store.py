@@ -22,6 +22,8 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:worker:<name>``   a worker's heartbeat: node, event socket connected, time (string,
   expires after the heartbeat TTL: a dead worker's vanishes)
 - ``<p>:stats:outcomes``  callbacks finished, per ``<state>:<outcome>``, all workers (hash)
+- ``<p>:stats:webhooks``  webhook deliveries settled, per result (delivered, retried, dead,
+  gone), all senders (hash)
 - ``<p>:wh:cb:<id>``      a callback's webhook state: ``seq``, ``gone`` (a URL that answered
   410), ``e:<event>`` for every event enqueued (hash; expires with the record)
 - ``<p>:wh:q:<id>``       the callback's deliveries not yet delivered, in order (list of ids)
@@ -275,6 +277,10 @@ class Keys:
     @property
     def outcomes(self) -> str:
         return f"{self.prefix}:stats:outcomes"
+
+    @property
+    def webhook_results(self) -> str:
+        return f"{self.prefix}:stats:webhooks"
 
     # -- status webhooks (fsctl.webhooks.queue) --
 
@@ -801,6 +807,10 @@ class Store:
     def outcome_counts(self) -> dict[str, int]:
         """Callbacks finished so far (all workers), per ``<state>:<outcome>``."""
         return {k: int(v) for k, v in self.r.hgetall(self.keys.outcomes).items()}
+
+    def webhook_result_counts(self) -> dict[str, int]:
+        """Webhook deliveries settled so far (all senders), per result."""
+        return {k: int(v) for k, v in self.r.hgetall(self.keys.webhook_results).items()}
 
     def queue_stats(self) -> tuple[int, float | None, dict[str, int]]:
         """Callbacks queued, the creation time of the oldest queued one (None: none), and

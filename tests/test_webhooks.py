@@ -10,12 +10,14 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hookrecv import Receiver, wait_until
 from procs import kill_group, terminate_group
+from prometheus_client.parser import text_string_to_metric_families
 from stack import SEED, Stack
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from support import REPO, report
@@ -215,6 +217,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def delivery_metrics(api: Stack) -> dict[str, float]:
+    """fsctl_webhook_deliveries_total by result, as the API's /metrics shows it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{api.api_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {s.labels["result"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "fsctl_webhook_deliveries_total"}
+
+
 def test_an_outage_dead_letters_with_the_reason_and_replay_delivers(api: Stack) -> None:
     port = free_port()  # nothing listens there yet: connection refused
     sender = start_sender(api)
@@ -243,6 +253,8 @@ def test_an_outage_dead_letters_with_the_reason_and_replay_delivers(api: Stack) 
         assert all(Webhook(NEW).verify(r.body, r.headers) for r in got)
         assert api.http("GET", "/voice/webhooks/dead")[1]["items"] == []
         wait_until(lambda: sender.stats["delivered"] == 2, what="replays delivered")
+        counted = delivery_metrics(api)  # the API's /metrics: every sender's, from Redis
+        assert counted == {"delivered": 2, "retried": outage["retried"], "dead": 2, "gone": 0}
         report(f"webhooks outage: 2 deliveries, {outage['retried']} retried, {outage['dead']} "
                f"dead-lettered, 2 replayed, {sender.stats['delivered']} delivered after replay")
     finally:

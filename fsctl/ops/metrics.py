@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..model import Callback, Leg
 from ..store import Store
+from ..webhooks.events import RESULTS as WEBHOOK_RESULTS
 
 if TYPE_CHECKING:
     from ..worker import Worker
@@ -69,12 +70,6 @@ class WorkerMetrics:
         self.throttled = Counter(
             "fsctl_worker_originates_throttled", "Originates FreeSWITCH refused for capacity "
             "(each is dialled again, up to 4 times)", registry=r)
-        # -- webhooks ----------------------------------------------------------------------
-        # Webhook delivery counters belong here when webhooks land (issue 10), registered on
-        # this same registry ``r`` (or the API's, where deliveries are made), e.g.
-        #   fsctl_webhook_deliveries_total{result="delivered|retried|failed"}
-        #   fsctl_webhook_delivery_seconds (histogram)
-        # and get listed in README.md "Metrics".
         r.register(_WorkerCollector(worker))
 
     def callback_finished(self, cb: Callback) -> None:
@@ -180,6 +175,7 @@ class RedisCollector:
         try:
             depth, oldest, by_state = self.store.queue_stats()
             outcomes = self.store.outcome_counts()
+            webhooks = self.store.webhook_result_counts()
             beats = self.store.worker_heartbeats()
         except redis.RedisError as exc:
             log.warning("metrics: redis unavailable: %s", exc)
@@ -205,6 +201,13 @@ class RedisCollector:
             state, _, outcome = field.partition(":")
             finished.add_metric([state, outcome or NO_LABEL], n)
         yield finished
+        deliveries = CounterMetricFamily("fsctl_webhook_deliveries", "Status-webhook attempts "
+                                         "settled, all senders: delivered, retried (tried "
+                                         "again later), dead (dead-lettered), gone (410)",
+                                         labels=["result"])
+        for result in WEBHOOK_RESULTS:
+            deliveries.add_metric([result], webhooks.get(result, 0))
+        yield deliveries
         yield GaugeMetricFamily("fsctl_workers_alive", "Workers whose heartbeat has not "
                                 "expired", value=len(beats))
         yield GaugeMetricFamily("fsctl_workers_ready", "Workers alive with their event socket "

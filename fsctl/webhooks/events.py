@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 from ..model import Callback
 
+RESULTS = ("delivered", "retried", "dead", "gone")
+"""How an attempt settles: delivered, retried (tried again later), dead (dead-lettered),
+gone (the URL answered 410: no more deliveries there for that callback)."""
+
 EVENTS = ("queued", "ringing", "answered", "bridged", "completed", "failed", "cancelled")
 """Event names a request may subscribe to (``status_events``); all of them by default."""
 LEG_EVENTS = frozenset({"ringing", "answered"})

@@ -29,6 +29,7 @@ from .. import __version__
 from ..errors import HostUnresolved, UrlRefused
 from ..settings import Settings
 from ..store import Keys, connect
+from .events import RESULTS
 from .guard import check_url
 from .queue import Delivery, DeliveryQueue
 from .signing import Signer
@@ -43,8 +44,6 @@ IDLE_POLL_S = 0.05
 """Pause before looking for due deliveries again when none were due."""
 REDIS_RETRY_S = 0.5
 """Pause after a Redis error."""
-RESULTS = ("delivered", "retried", "dead", "gone")
-"""The counters in :attr:`Sender.stats` (and the ``on_result`` hook's first argument)."""
 
 
 class AttemptTimeout(Exception):
@@ -64,6 +63,7 @@ class Sender:
         """Deliveries by result: delivered, retried (attempts that will be made again), dead,
         gone (dropped because the URL answered 410)."""
         self.on_result = on_result
+        self.results_key = Keys(settings.redis_prefix).webhook_results
         self.pool = Pool(settings.webhook_concurrency)
         timeout = settings.webhook_timeout_s
         self.http = httpx.Client(
@@ -112,6 +112,11 @@ class Sender:
 
     def _count(self, result: str, callback_id: str) -> None:
         self.stats[result] += 1
+        try:  # the API's /metrics shows every sender's counts (fsctl_webhook_deliveries)
+            self.r.hincrby(self.results_key, result, 1)
+        except redis.RedisError as exc:
+            log.warning("callback %s: webhook %s not counted, redis: %s", callback_id, result,
+                        exc)
         if self.on_result is not None:
             self.on_result(result, callback_id)
 
