@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -13,22 +14,35 @@ from typing import Any
 import redis
 from flask import Flask, Response, g, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import schemas
 from .auth import OPEN, Principal, authenticate
 from .callback import Cancel
-from .errors import PolicyDenied, StoreError
+from .errors import PolicyDenied, StoreError, UrlRefused
 from .model import CALLBACK_STATES, Callback
+from .ops import endpoints as ops_http
+from .ops.logs import callback_fields
 from .settings import Settings
 from .store import Duplicate, Limits, Refused, Store, connect
+from .webhooks.guard import check_url
+from .webhooks.queue import DeliveryQueue
 
 log = logging.getLogger(__name__)
 
 BASE = "/voice/call/callback"
+WEBHOOKS = "/voice/webhooks"
+DEAD_LIMIT_MAX = 200
+"""Most dead deliveries one list answers."""
 IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 LIST_LIMIT_MAX = 200
 """Most callbacks one list page returns."""
+QUERY_PARAMETERS: dict[str, frozenset[str]] = {"index": frozenset({"state", "limit", "before"}),
+                                           "dead_deliveries": frozenset({"limit"})}
+"""The query parameters each endpoint takes; any other is a 400 (an endpoint not listed
+takes none)."""
+MISMATCH = "used before with another request body: send the same request, or use a new key"
+IN_PROGRESS = "in use by a request not answered yet: retry after it"
 
 
 class ApiError(Exception):
@@ -41,11 +55,17 @@ class ApiError(Exception):
 
 
 def error_payload(code: int, message: str, errors: Any = None) -> dict[str, Any]:
-    """``{"code", "status", "message"[, "errors"]}`` — the shape of every error."""
-    body: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
-    if errors is not None:
-        body["errors"] = errors
-    return body
+    """``{"code", "status", "message", "errors"}`` — the shape of every error; ``errors``
+    (field → problems) is always there, empty when no field is to blame."""
+    return {"code": code, "status": HTTPStatus(code).phrase, "message": message,
+            "errors": errors if errors is not None else {}}
+
+
+def request_fingerprint(body: Any) -> str:
+    """SHA-256 of the request body as canonical JSON (keys sorted, no whitespace): what an
+    Idempotency-Key is bound to. Key order and spacing do not change it; any value does."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _json(obj: Any, code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -68,19 +88,22 @@ def read_json_body(max_bytes: int, max_depth: int) -> Any:
     """The request's JSON body, or an ApiError saying exactly what is wrong with it."""
     ctype = (request.mimetype or "").lower()
     if ctype != "application/json":
-        raise ApiError(415, f"Content-Type must be application/json, not {ctype or 'missing'!r}")
+        raise ApiError(415, f"Content-Type must be application/json, not {ctype or 'missing'!r}",
+                       {"Content-Type": ["must be application/json"]})
+    too_big = {"_body": [f"at most {max_bytes} bytes"]}
     length = request.content_length
     if length is not None and length > max_bytes:
-        raise ApiError(413, f"body is {length} bytes; at most {max_bytes} are accepted")
+        raise ApiError(413, f"body is {length} bytes; at most {max_bytes} are accepted", too_big)
     raw = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise ApiError(413, f"body exceeds {max_bytes} bytes")
+        raise ApiError(413, f"body exceeds {max_bytes} bytes", too_big)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+        raise ApiError(400, f"body is not valid JSON: {exc}", {"_body": ["not valid JSON"]}) from None
     if json_depth(body, max_depth) > max_depth:
-        raise ApiError(422, f"body nests deeper than {max_depth} levels")
+        raise ApiError(422, f"body nests deeper than {max_depth} levels",
+                       {"_body": [f"nested at most {max_depth} levels deep"]})
     return body
 
 
@@ -90,6 +113,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     store = Store(client or connect(settings.redis_url), settings.redis_prefix,
                   settings.record_ttl_s)
     app.extensions["fsctl.store"] = store
+    deliveries = DeliveryQueue(store.r, store.keys, settings.record_ttl_s)
 
     def principal() -> Principal:
         return g.principal  # type: ignore[no-any-return]
@@ -97,15 +121,17 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     def require(permission: str) -> Principal:
         who = principal()
         if permission not in who.permissions:
-            raise ApiError(403, f"this token lacks the permission {permission!r}")
+            raise ApiError(403, f"this token lacks the permission {permission!r}",
+                           {"Authorization": [f"the token needs {permission}"]})
         return who
 
-    def load_own(callback_id: str) -> Callback:
-        """The caller's callback; another token's is as unknown as a missing one."""
-        cb = store.get(callback_id) if len(callback_id) <= 64 else None
+    def load_own(callback_id: str) -> tuple[Callback, bool]:
+        """The caller's callback and whether a cancel was asked for it; another token's is
+        as unknown as a missing one."""
+        cb, cancel = store.get_with_cancel(callback_id) if len(callback_id) <= 64 else (None, False)
         if cb is None or (principal().name is not None and cb.owner != principal().name):
-            raise ApiError(404, f"no callback {callback_id!r}")
-        return cb
+            raise ApiError(404, f"no callback {callback_id!r}", {"callback_id": ["no such callback"]})
+        return cb, cancel
 
     def limits_for(who: Principal) -> Limits:
         return Limits(owner=who.name or "_open",
@@ -124,22 +150,48 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         if who is None:
             reason = ("missing bearer token" if "Authorization" not in request.headers
                       else "invalid bearer token")
-            raise ApiError(401, reason, headers={"WWW-Authenticate": 'Bearer realm="fsctl"'})
+            raise ApiError(401, reason, {"Authorization": [reason]},
+                           headers={"WWW-Authenticate": 'Bearer realm="fsctl"'})
         g.principal = who
+
+    @app.before_request
+    def _known_query_parameters() -> None:
+        """Refuse what an endpoint does not read, rather than ignore a misspelt filter."""
+        if request.endpoint is None:
+            return  # no such route or method: routing answers 404 / 405
+        try:
+            given = set(request.args)
+        except UnicodeDecodeError:
+            raise ApiError(422, "invalid query", {"_query": ["must be UTF-8"]}) from None
+        allowed = QUERY_PARAMETERS.get(request.endpoint, frozenset())
+        unknown = sorted(given - allowed)
+        if unknown:
+            takes = f"takes {', '.join(sorted(allowed))}" if allowed else "takes none"
+            raise ApiError(400, f"unknown query parameter {unknown[0]!r} ({request.path} {takes})",
+                           {name: [f"unknown query parameter; {request.path} {takes}"]
+                            for name in unknown})
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
+        request.environ[ops_http.ERROR_KEY] = (exc.message, exc.errors)  # for the access line
         return _json(error_payload(exc.code, exc.message, exc.errors), exc.code, exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
-        return _json(error_payload(code, exc.description or ""), code)
+        headers: dict[str, str] = {}
+        errors: dict[str, list[str]] = {}
+        if isinstance(exc, MethodNotAllowed):
+            allowed = sorted(set(exc.valid_methods or ()) | {"OPTIONS"})
+            headers["Allow"] = ", ".join(allowed)
+            errors["method"] = [f"{request.method} is not allowed; allowed: {headers['Allow']}"]
+        return _json(error_payload(code, exc.description or "", errors), code, headers)
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(StoreError)
     def _storage_down(exc: Exception) -> Response:
         log.error("storage unavailable: %s", exc)
+        request.environ[ops_http.ERROR_KEY] = ("storage unavailable", None)
         return _json(error_payload(503, "storage unavailable; nothing was accepted"), 503,
                      {"Retry-After": "1"})
 
@@ -158,6 +210,10 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
 
         return _json(spec(settings))
 
+    from .docs import register as register_docs
+
+    register_docs(app)
+
     @app.post(BASE)
     def create() -> Response:
         who = require("callbacks:create")
@@ -169,6 +225,34 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         if not isinstance(body, dict):
             raise ApiError(422, "body must be a JSON object",
                            {"_schema": ["expected an object with leg_A and leg_B"]})
+        if idem is None:
+            return created(who, body, None, "")
+        fingerprint = request_fingerprint(body)
+        begin = store.idempotency_begin(who.name, idem, fingerprint)
+        if begin.verdict == "done" and begin.callback_id:
+            return replay(begin.callback_id)
+        if begin.verdict == "mismatch":
+            raise ApiError(422, "this Idempotency-Key was used with a different request",
+                           {"Idempotency-Key": [MISMATCH]})
+        if begin.verdict != "new" or begin.claim is None:
+            raise ApiError(409, "a request with this Idempotency-Key is still being processed",
+                           {"Idempotency-Key": [IN_PROGRESS]}, {"Retry-After": "1"})
+        done = False
+        try:
+            resp = created(who, body, idem, fingerprint)
+            done = True
+            return resp
+        finally:
+            if not done:  # refused or failed: nothing was created, the key is free again
+                try:
+                    store.idempotency_release(who.name, idem, begin.claim)
+                except redis.RedisError as exc:
+                    log.warning("Idempotency-Key %r not released (expires by itself): %s",
+                                idem, exc)
+
+    def created(who: Principal, body: dict[str, Any], idem: str | None,
+                fingerprint: str) -> Response:
+        """Validate, admit and store one callback request; its 202."""
         try:
             req = schemas.REQUEST_SCHEMA.load(body)
             cb = schemas.build_callback(req, settings, owner=who.name, allowed_routes=who.routes)
@@ -176,28 +260,74 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
             raise ApiError(422, "invalid callback request", exc.messages) from None
         except PolicyDenied as exc:
             raise ApiError(403, str(exc), exc.errors) from None
+        if cb.status_callback:
+            check_status_callback(cb.status_callback)
         try:
-            store.create(cb, limits_for(who), idem)
+            store.create(cb, limits_for(who), idem, fingerprint)
         except Duplicate as exc:
-            # A retried request: answer with the callback the first attempt created.
-            earlier = store.get(exc.callback_id)
-            if earlier is None:
-                raise ApiError(409, "the Idempotency-Key was used for a callback that is "
-                               "gone") from None
-            return _json(schemas.present(earlier), 202,
-                         {"Location": f"{BASE}/{earlier.id}", "Idempotent-Replay": "true"})
+            # Answered meanwhile by another request with the key (this one's claim had expired).
+            if exc.fingerprint and exc.fingerprint != fingerprint:
+                raise ApiError(422, "this Idempotency-Key was used with a different request",
+                               {"Idempotency-Key": [MISMATCH]}) from None
+            return replay(exc.callback_id)
         except Refused as exc:
             log.info("callback refused for %s: %s", who.name or "open", exc)
             raise ApiError(429, str(exc), {"limit": exc.reason},
                            {"Retry-After": str(exc.retry_after_s)}) from None
         log.info("callback %s: accepted (%s, first %s, owner %s)", cb.id, cb.mode, cb.first,
-                 who.name)
+                 who.name, extra=callback_fields(cb.id, {n: leg.uuid for n, leg in cb.legs.items()}))
         return _json(schemas.present(cb), 202, {"Location": f"{BASE}/{cb.id}"})
+
+    def replay(callback_id: str) -> Response:
+        """A retried request: the answer of the first, with the callback as it is now."""
+        earlier, cancel = store.get_with_cancel(callback_id)
+        if earlier is None:
+            raise ApiError(409, "the Idempotency-Key was used for a callback that is gone",
+                           {"Idempotency-Key": ["its callback's record has expired"]})
+        return _json(schemas.present(earlier, cancel), 202,
+                     {"Location": f"{BASE}/{earlier.id}", "Idempotent-Replay": "true"})
+    def check_status_callback(url: str) -> None:
+        """422 unless webhooks are on and the URL passes the SSRF guard (resolved now)."""
+        if not settings.webhook_secrets:
+            raise ApiError(422, "invalid callback request", {"status_callback": [
+                "status webhooks are not enabled on this server (FSCTL_WEBHOOK_SECRETS)"]})
+        try:
+            check_url(url, settings.webhook_allow_private)
+        except UrlRefused as exc:
+            raise ApiError(422, "invalid callback request",
+                           {"status_callback": [str(exc)]}) from None
+
+    @app.get(f"{WEBHOOKS}/dead")
+    def dead_deliveries() -> Response:
+        who = require("callbacks:read")
+        try:
+            limit = int(request.args.get("limit", "50"))
+            if not 1 <= limit <= DEAD_LIMIT_MAX:
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(422, "invalid query", {
+                "limit": [f"must be a whole number from 1 to {DEAD_LIMIT_MAX}"]}) from None
+        return _json({"items": deliveries.list_dead(who.name, limit)})
+
+    @app.post(f"{WEBHOOKS}/dead/<delivery_id>/replay")
+    def replay_delivery(delivery_id: str) -> Response:
+        who = require("callbacks:create")
+        if len(delivery_id) > 200 or not deliveries.replay(delivery_id, who.name):
+            raise ApiError(404, f"no dead delivery {delivery_id!r}")
+        log.info("webhook delivery %s: replayed (owner %s)", delivery_id, who.name)
+        return _json({"replayed": [delivery_id]}, 202)
+
+    @app.post(f"{WEBHOOKS}/dead/replay")
+    def replay_all_deliveries() -> Response:
+        who = require("callbacks:create")
+        replayed = deliveries.replay_all(who.name)
+        log.info("webhooks: %d dead deliveries replayed (owner %s)", len(replayed), who.name)
+        return _json({"replayed": replayed}, 202)
 
     @app.get(f"{BASE}/<callback_id>")
     def show(callback_id: str) -> Response:
         require("callbacks:read")
-        return _json(schemas.present(load_own(callback_id)))
+        return _json(schemas.present(*load_own(callback_id)))
 
     @app.delete(f"{BASE}/<callback_id>")
     def cancel(callback_id: str) -> Response:
@@ -206,11 +336,11 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
 
         cb, _ = store.end_queued(callback_id, Cancel(ts=time.time()))
         if cb is None:
-            raise ApiError(404, f"no callback {callback_id!r}")
+            raise ApiError(404, f"no callback {callback_id!r}", {"callback_id": ["no such callback"]})
         if not cb.final:
             store.request_cancel(callback_id)
             log.info("callback %s: cancel requested (state %s)", callback_id, cb.state)
-        return _json(schemas.present(cb), 202 if not cb.final else 200)
+        return _json(schemas.present(cb, True), 202 if not cb.final else 200)
 
     @app.get(BASE)
     def index() -> Response:
@@ -239,10 +369,13 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         if errors:
             raise ApiError(422, "invalid query", errors)
         items, cursor = store.list(state, limit, before, owner=who.name)
-        page: dict[str, Any] = {"items": [schemas.present(cb) for cb in items]}
+        cancels = store.cancels_requested([cb.id for cb in items if not cb.final])
+        page: dict[str, Any] = {"items": [schemas.summary(cb, f"{BASE}/{cb.id}", cb.id in cancels)
+                                          for cb in items]}
         if cursor is not None:
             page["next"] = f"{BASE}?limit={limit}&before={cursor!r}" + (
                 f"&state={state}" if state else "")
         return _json(page)
 
+    ops_http.install(app, store)  # /livez, /readyz, /metrics, request metrics, access log
     return app

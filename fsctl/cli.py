@@ -1,4 +1,4 @@
-"""``fsctl``: the services (``api | worker | simulate | run | token``) and, in
+"""``fsctl``: the services (``api | worker | webhooks | simulate | run | token``) and, in
 fsctl/console/, the API's command-line client (``call | status | ls | tail | cancel``)."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -29,8 +28,10 @@ EXIT_CONFIG = 2
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("FSCTL_LOG_LEVEL", "INFO").upper(),
-                        format=LOG_FORMAT)
+    """FSCTL_LOG_LEVEL, FSCTL_LOG_FORMAT (json / text / auto): see fsctl.ops.logs."""
+    from .ops.logs import setup
+
+    setup()
 
 
 def cmd_api(_: argparse.Namespace) -> int:
@@ -122,6 +123,15 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(_: argparse.Namespace) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    from .webhooks.sender import main as webhooks_main
+
+    return webhooks_main()
+
+
 def cmd_simulate(argv: list[str]) -> int:
     from .simulator import main as sim_main
 
@@ -148,8 +158,8 @@ class FsctlGroup(click.Group):
 
 def _service(func: Callable[[], int]) -> int:
     """Run a service command with fsctl's logging; a refused configuration is one line."""
-    _logging()
     try:
+        _logging()
         return int(func())
     except FsctlError as exc:
         log.error("%s", exc)
@@ -163,7 +173,8 @@ def cli() -> None:
     """fsctl: a voice callback controller for FreeSWITCH.
 
     \b
-    Services:  fsctl run (everything, embedded default) | api | worker | simulate | token
+    Services:  fsctl run (everything, embedded default) | api | worker | webhooks | simulate
+               | token
     Client:    fsctl call A B [--watch] | status ID | ls | tail | cancel ID
     Client commands take --url (FSCTL_URL) and --token (FSCTL_TOKEN).
     """
@@ -179,6 +190,12 @@ def api_command() -> int:
 def worker_command() -> int:
     """Drive callbacks through FreeSWITCH (one worker per node)."""
     return _service(lambda: cmd_worker(argparse.Namespace()))
+
+
+@cli.command("webhooks")
+def webhooks_command() -> int:
+    """Deliver status webhooks (FSCTL_WEBHOOK_SECRETS)."""
+    return _service(lambda: cmd_webhooks(argparse.Namespace()))
 
 
 @cli.command("run")

@@ -30,6 +30,8 @@ COMMAND_BATCH = 128
 """Most commands' actions written in one ESL write."""
 IDLE_WAIT_S = 1.0
 """Longest sleep of the command greenlet with nothing to send (it is woken for work)."""
+NO_SUCH_CHANNEL = "-ERR No such channel"
+"""FreeSWITCH's answer to a kill of a leg that is gone already: expected, logged at DEBUG."""
 
 Command = Broadcast | Bridge | Kill
 
@@ -100,7 +102,10 @@ class Commander:
         if isinstance(action, Broadcast):
             log.info("callback %s: ringback to leg %s: %s", cb.id, action.leg, first)
         elif isinstance(action, Kill):
-            log.info("callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause, first)
+            # "-ERR No such channel!": the leg hung up already (every normal completion)
+            level = logging.DEBUG if first.startswith(NO_SUCH_CHANNEL) else logging.INFO
+            log.log(level, "callback %s: kill leg %s (%s): %s", cb.id, action.leg, action.cause,
+                    first)
         else:
             log.info("callback %s: bridge: %s", cb.id, first)
             if not first.startswith("+OK"):

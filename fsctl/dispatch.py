@@ -65,7 +65,9 @@ class Dispatcher:
         self.others = 0
         """Channels on the node that are not this worker's (at the last status)."""
         self.sent = 0
-        """Originates sent (for the logs and the benchmark)."""
+        """Originates sent (for the logs, the metrics and the benchmark)."""
+        self.paced = 0
+        """Times an originate waited for its pacer slot (the metrics)."""
         self._legs: deque[tuple[str, str, str]] = deque()
         self._starts: deque[str] = deque()
         self._start_known: dict[str, bytes | str | None] = {}  # the record as claimed
@@ -163,6 +165,7 @@ class Dispatcher:
                 continue
             delay = self.pacer.delay(time.monotonic())
             if delay > 0:
+                self.paced += 1
                 w.stopping.wait(delay)
                 continue
             try:

@@ -55,6 +55,18 @@ class NotFound(StoreError):
     """No callback with that id."""
 
 
+class WebhookError(FsctlError):
+    """A status webhook could not be accepted or delivered."""
+
+
+class UrlRefused(WebhookError):
+    """A status_callback URL is malformed or points at an address fsctl must not contact."""
+
+
+class HostUnresolved(UrlRefused):
+    """A status_callback's host does not resolve (now: DNS may answer later)."""
+
+
 class ApiUnreachable(FsctlError):
     """The CLI could not reach the HTTP API (refused, timed out, not HTTP)."""
 

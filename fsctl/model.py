@@ -175,6 +175,10 @@ class Callback:
     dest_counted: bool = False
     inferred: bool = False
     """Its end was inferred (channels gone while nobody listened), not seen in events."""
+    status_callback: str | None = None
+    """Where status webhooks go (fsctl.webhooks); None: no webhooks."""
+    status_events: list[str] | None = None
+    """The status events asked for; None: every one."""
     history: History = field(default_factory=History)
 
     @property

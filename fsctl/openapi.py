@@ -17,6 +17,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from . import __version__, schemas
+from .docs import ASSETS as DOC_ASSETS
+from .docs import INIT_JS as DOC_INIT_JS
 from .model import CALLBACK_STATES, LEG_STATES, LEG_TIMESTAMPS, MODES
 from .settings import Settings
 
@@ -24,6 +26,9 @@ BASE = "/voice/call/callback"
 LIST_LIMIT_MAX = 200
 """Mirrors fsctl.api.LIST_LIMIT_MAX (not imported: fsctl.api imports this module)."""
 LIST_LIMIT_DEFAULT = 50
+CANCEL_PENDING = ("a DELETE asked for this live callback to be cancelled and it has not ended "
+                  "yet (the worker is hanging up or cancelling its legs); false again once it "
+                  "has ended: then state and outcome say what the cancel did")
 
 # -- response schemas (mirror fsctl.schemas.present and fsctl.api._payload) ------------------
 
@@ -91,14 +96,54 @@ class CallbackViewSchema(Schema):
         "description": "the end was inferred, not seen in FreeSWITCH's events: its channels "
                        "vanished while no worker listened (outcome freeswitch_restarted, or a "
                        "leg's hangup_cause LOST)"})
+    cancel_pending = fields.Boolean(required=True, metadata={"description": CANCEL_PENDING})
     legs = fields.Nested(LegsViewSchema, required=True)
+    status_callback = fields.String(required=True, allow_none=True, metadata={
+        "description": "where status webhooks go; none: no webhooks"})
+    status_events = fields.List(fields.String(), required=True, allow_none=True, metadata={
+        "description": "the status events asked for; none: every one"})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
 
 
-class CallbackPageSchema(Schema):
-    """One page of callbacks, newest first."""
+class LegSummarySchema(Schema):
+    """One leg in a list item (the full record, at ``href``, has the rest)."""
 
-    items = fields.List(fields.Nested(CallbackViewSchema), required=True)
+    to = fields.String(required=True)
+    from_ = fields.String(data_key="from", required=True)
+    route = fields.String(required=True)
+    uuid = fields.UUID(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(LEG_STATES))
+    hangup_cause = fields.String(required=True, allow_none=True)
+
+
+class LegsSummarySchema(Schema):
+    A = fields.Nested(LegSummarySchema, required=True)
+    B = fields.Nested(LegSummarySchema, required=True)
+
+
+class CallbackSummarySchema(Schema):
+    """A list item: a callback without its history and per-leg details."""
+
+    id = fields.String(required=True, metadata={"pattern": "^[0-9a-f]{32}$"})
+    href = fields.String(required=True, metadata={
+        "description": "the full record (GET): history, leg times, causes",
+        "pattern": f"^{BASE}/[0-9a-f]{{32}}$"})
+    state = fields.String(required=True, validate=validate.OneOf(CALLBACK_STATES))
+    outcome = fields.String(required=True, allow_none=True)
+    mode = fields.String(required=True, validate=validate.OneOf(MODES))
+    first = fields.String(required=True, validate=validate.OneOf(("A", "B")))
+    created_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    updated_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    ended_at = fields.Float(required=True, allow_none=True)
+    talk_time_s = fields.Float(required=True, allow_none=True)
+    cancel_pending = fields.Boolean(required=True, metadata={"description": CANCEL_PENDING})
+    legs = fields.Nested(LegsSummarySchema, required=True)
+
+
+class CallbackPageSchema(Schema):
+    """One page of callbacks, newest first: summaries; each ``href`` is the full record."""
+
+    items = fields.List(fields.Nested(CallbackSummarySchema), required=True)
     next = fields.String(metadata={
         "description": "the next page; present while more may follow (a page may be short "
                        "when a filter matches little: follow `next` until it is absent)",
@@ -111,7 +156,66 @@ class ErrorSchema(Schema):
     code = fields.Integer(required=True, metadata={"minimum": 400, "maximum": 599})
     status = fields.String(required=True, metadata={"description": "the HTTP reason phrase"})
     message = fields.String(required=True)
-    errors = fields.Dict(metadata={"description": "field → list of problems (nested per leg)"})
+    errors = fields.Dict(required=True, metadata={
+        "description": "field → list of problems (nested per leg); always present, empty when "
+                       "no field is to blame. Besides body fields: `_body` (the body as a "
+                       "whole), `_query`, a query parameter's name, `Idempotency-Key`, "
+                       "`Content-Type`, `Authorization`, `callback_id`, `method`, `limit` (429)"})
+
+
+class DeadDeliverySchema(Schema):
+    """A status webhook that was not delivered (fsctl.webhooks)."""
+
+    id = fields.String(required=True, metadata={"description": "its webhook-id"})
+    callback_id = fields.String(required=True)
+    event = fields.String(required=True, metadata={"description": "e.g. answered.A, completed"})
+    seq = fields.Integer(required=True, metadata={"description": "per-callback sequence number"})
+    url = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    reason = fields.String(required=True, metadata={"description": "why it was given up"})
+    created_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    failed_at = fields.Float(required=True, metadata={"description": "Unix seconds"})
+
+
+class DeadPageSchema(Schema):
+    """Dead deliveries, newest first."""
+
+    items = fields.List(fields.Nested(DeadDeliverySchema), required=True)
+
+
+class ReplayedSchema(Schema):
+    """The dead deliveries put back in their callbacks' queues."""
+
+    replayed = fields.List(fields.String(), required=True)
+
+
+def _webhook_paths(doc: APISpec) -> None:
+    """The dead-letter endpoints of status webhooks."""
+    doc.components.schema("DeadPage", schema=DeadPageSchema)
+    doc.components.schema("Replayed", schema=ReplayedSchema)
+    replayed = {"description": "Replayed: queued again, delivered in their callbacks' order.",
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Replayed"}}}}
+    doc.path(path="/voice/webhooks/dead", operations={"get": {
+        "operationId": "listDeadDeliveries", "summary": "Status webhooks given up, newest first",
+        "description": "A token sees its own callbacks' (needs callbacks:read).",
+        "security": _VOICE_SECURITY,
+        "parameters": [{"name": "limit", "in": "query", "schema": {
+            "type": "integer", "minimum": 1, "maximum": 200, "default": 50}}],
+        "responses": _responses({200: {"description": "Dead deliveries.", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DeadPage"}}}}}, 422),
+    }})
+    doc.path(path="/voice/webhooks/dead/{delivery_id}/replay", parameters=[{
+        "name": "delivery_id", "in": "path", "required": True,
+        "description": "a dead delivery's id (its webhook-id)",
+        "schema": {"type": "string", "minLength": 1}}], operations={"post": {
+            "operationId": "replayDeadDelivery", "summary": "Deliver a dead webhook again",
+            "description": "Needs callbacks:create.", "security": _VOICE_SECURITY,
+            "responses": _responses({202: replayed}, 404)}})
+    doc.path(path="/voice/webhooks/dead/replay", operations={"post": {
+        "operationId": "replayDeadDeliveries", "summary": "Deliver every dead webhook again",
+        "description": "Oldest first; a token replays its own (needs callbacks:create).",
+        "security": _VOICE_SECURITY, "responses": _responses({202: replayed})}})
 
 
 class HealthSchema(Schema):
@@ -121,17 +225,21 @@ class HealthSchema(Schema):
 # -- the document ------------------------------------------------------------------------------
 
 _ERRORS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON (`errors._body`), or the request has a query parameter "
+         "this endpoint does not take (`errors` names it): unknown parameters are refused, "
+         "never ignored.",
     401: "Tokens are configured and the request has no valid `Authorization: Bearer` token.",
     403: "The token lacks the permission this request needs (`callbacks:create`, "
          "`callbacks:read`, `callbacks:cancel`); on POST also: a route the token may not use, "
          "or a destination the route's policy refuses (`errors` names the leg).",
-    404: "No such callback.",
-    409: "The Idempotency-Key was used for a callback whose record has expired.",
+    404: "No such callback (on /docs/{asset}: no such file; elsewhere: no such route).",
+    409: "Another request with this Idempotency-Key is still being processed (retry after "
+         "`Retry-After`), or the key was used for a callback whose record has expired.",
     413: "The body is larger than the accepted maximum.",
     415: "Content-Type is not application/json.",
     422: "The request is well-formed but invalid (or its JSON nests too deep); `errors` names "
-         "every bad field.",
+         "every bad field. On POST also: the Idempotency-Key was used before with a different "
+         "request body (`errors.Idempotency-Key`).",
     429: "A rate limit, the limit of live callbacks, or a destination's cooldown is exceeded "
          "(`errors.limit`: `rate`, `live` or `dest`).",
     503: "Redis is unreachable; nothing was accepted or changed.",
@@ -147,7 +255,7 @@ def _error(code: int) -> dict[str, Any]:
 
 def _responses(ok: dict[int, dict[str, Any]], *errors: int) -> dict[str, Any]:
     out: dict[str, Any] = {str(code): resp for code, resp in ok.items()}
-    for code in sorted({*errors, *_AUTH, 503}):
+    for code in sorted({*errors, *_AUTH, 400, 503}):
         out[str(code)] = _error(code)
     return out
 
@@ -211,6 +319,7 @@ def spec(settings: Settings) -> dict[str, Any]:
                        "tokens (loopback dev mode) no authentication is needed."})
     doc.components.schema("CallbackRequest", schema=schemas.CallbackRequestSchema)
     doc.components.schema("CallbackView", schema=CallbackViewSchema)
+    doc.components.schema("CallbackSummary", schema=CallbackSummarySchema)
     doc.components.schema("CallbackPage", schema=CallbackPageSchema)
     doc.components.schema("Error", schema=ErrorSchema)
     doc.components.schema("Health", schema=HealthSchema)
@@ -223,6 +332,10 @@ def spec(settings: Settings) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         if code in (429, 503):
             resp["headers"] = {"Retry-After": _RETRY_AFTER}
+        if code == 409:
+            resp["headers"] = {"Retry-After": {
+                "description": "while the key's first request is being processed: seconds to "
+                               "wait", "schema": {"type": "integer", "minimum": 0}}}
         if code == 401:
             resp["headers"] = {"WWW-Authenticate": {
                 "required": True, "description": "the bearer challenge",
@@ -240,9 +353,14 @@ def spec(settings: Settings) -> dict[str, Any]:
             "security": _VOICE_SECURITY,
             "parameters": [{
                 "name": "Idempotency-Key", "in": "header", "required": False,
-                "description": "Makes a retried POST safe: a key used before (by the same "
-                               "token, within 24 h) answers 202 with the callback it created, "
-                               "and creates nothing.",
+                "description": "Makes a retried POST safe (IETF Idempotency-Key draft). The "
+                               "key is bound to the request body (SHA-256 of its canonical "
+                               "JSON: key order and spacing do not matter) for 24 h, per "
+                               "token. The same key with the same body answers 202 with the "
+                               "callback the first request created (`Idempotent-Replay: "
+                               "true`) and creates nothing; with a different body: 422; "
+                               "while the first request is still being processed: 409. A "
+                               "request refused with a 4xx/5xx leaves the key unused.",
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$"}}],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/CallbackRequest"},
@@ -259,6 +377,9 @@ def spec(settings: Settings) -> dict[str, Any]:
         },
         "get": {
             "operationId": "listCallbacks", "summary": "List callbacks, newest first",
+            "description": "Summaries: each item has no history and fewer leg fields; its "
+                           "`href` is the full record. Only `state`, `limit` and `before` are "
+                           "taken: any other query parameter is a 400.",
             "security": _VOICE_SECURITY,
             "parameters": [
                 {"name": "state", "in": "query", "schema": {"type": "string",
@@ -270,7 +391,7 @@ def spec(settings: Settings) -> dict[str, Any]:
                  "of the previous page (exclusive)", "schema": {"type": "number"}},
             ],
             "responses": _responses({200: {
-                "description": "One page; `next` links the following one.",
+                "description": "One page of summaries; `next` links the following one.",
                 "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/CallbackPage"}}}}}, 422),
         },
@@ -283,27 +404,50 @@ def spec(settings: Settings) -> dict[str, Any]:
         },
         "delete": {
             "operationId": "cancelCallback", "summary": "Cancel or hang up a callback",
-            "description": "Idempotent. A queued callback is cancelled at once (200); for a live "
-                           "one the worker is asked to hang up (202); a finished one is "
-                           "answered as it is (200).",
+            "description": "Idempotent. A queued callback is cancelled at once (200, state "
+                           "`cancelled`); for a live one the worker is asked to hang up (202): "
+                           "the answer is the callback as it was when asked, with "
+                           "`cancel_pending: true`, and GET shows `cancel_pending: true` too "
+                           "until it has ended (`cancelled`, or `completed` when the parties "
+                           "were already talking); a finished one is answered as it is (200).",
             "security": _VOICE_SECURITY,
             "responses": _responses({
                 200: _view("Finished (cancelled now, or already over)."),
-                202: _view("Cancellation requested; the worker hangs up the live legs.")}, 404),
+                202: _view("Cancellation requested (`cancel_pending: true`); the worker hangs up "
+                           "the live legs.")}, 404),
         },
     })
     health = {"description": "Up.", "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Health"}}}}
     doc.path(path="/health", operations={"get": {
         "operationId": "health", "summary": "The process is up", "security": [],
-        "responses": {"200": health}}})
+        "responses": {"200": health, "400": _error(400)}}})
     doc.path(path="/health/ready", operations={"get": {
         "operationId": "ready", "summary": "Redis is reachable", "security": [],
-        "responses": {"200": {**health, "description": "Ready."}, "503": _error(503)}}})
+        "responses": {"200": {**health, "description": "Ready."}, "400": _error(400),
+                      "503": _error(503)}}})
     doc.path(path="/openapi.json", operations={"get": {
         "operationId": "openapi", "summary": "This document", "security": [],
         "responses": {"200": {"description": "The OpenAPI 3.1 description of this API.",
-                              "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "400": _error(400)}}})
+    doc.path(path="/docs", operations={"get": {
+        "operationId": "docs", "summary": "This document for people (Swagger UI)",
+        "description": "Swagger UI, served by fsctl from its own copy (no CDN, works without "
+                       "internet access), reading /openapi.json.",
+        "security": [],
+        "responses": {"200": {"description": "The page.",
+                              "content": {"text/html": {"schema": {"type": "string"}}}},
+                      "400": _error(400)}}})
+    doc.path(path="/docs/{asset}", operations={"get": {
+        "operationId": "docsAsset", "summary": "A file of the documentation page", "security": [],
+        "parameters": [{"name": "asset", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": sorted([*DOC_ASSETS, DOC_INIT_JS])}}],
+        "responses": {"200": {"description": "The file.", "content": {
+            media: {"schema": {"type": "string"}}
+            for media in sorted({*DOC_ASSETS.values(), "text/javascript"})}},
+            "400": _error(400), "404": _error(404)}}})
+    _webhook_paths(doc)
     out = doc.to_dict()
     out["components"]["schemas"] = _to_2020_12(out["components"]["schemas"])
     return out

@@ -20,6 +20,7 @@ class Recorder:
         self.store = store
         self._dirty: dict[str, tuple[Callback, str]] = {}
         self._to_ack: list[str] = []
+        self._outcomes: dict[str, int] = {}  # fsctl.ops: finished callbacks, for the counters
 
     def mark(self, cb: Callback) -> None:
         """``cb`` is about to change (or just did, from the state it was last written in)."""
@@ -32,6 +33,11 @@ class Recorder:
 
     def ack_later(self, entry_id: str) -> None:
         self._to_ack.append(entry_id)
+
+    def count_outcome(self, field: str) -> None:
+        """One more callback ended so (``store.outcome_field``): added to the shared counters
+        with the next flush (lost, like the records it goes with, only if they are)."""
+        self._outcomes[field] = self._outcomes.get(field, 0) + 1
 
     def save_now_many(self, cbs: list[Callback]) -> None:
         """Write these records synchronously, in one transaction (before their originates);
@@ -50,14 +56,17 @@ class Recorder:
 
     def flush(self) -> None:
         """Write every changed record and acknowledge finished jobs; raises RedisError."""
-        if not self._dirty and not self._to_ack:
+        if not self._dirty and not self._to_ack and not self._outcomes:
             return
         dirty, self._dirty = self._dirty, {}
         acks, self._to_ack = self._to_ack, []
+        outcomes, self._outcomes = self._outcomes, {}
         try:
-            self.store.save_many(list(dirty.values()), acks)
+            self.store.save_many(list(dirty.values()), acks, outcomes)
         except redis.RedisError:
             for cb_id, item in dirty.items():
                 self._dirty.setdefault(cb_id, item)
             self._to_ack.extend(acks)
+            for field, n in outcomes.items():
+                self._outcomes[field] = self._outcomes.get(field, 0) + n
             raise

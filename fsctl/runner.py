@@ -205,6 +205,8 @@ def run(var_dir: str, redis_port: int, esl_port: int, sim_args: list[str] | None
                                   f"after {START_TIMEOUT_S:.0f}s")
         api = spawn("API", [sys.executable, "-m", "fsctl", "api"])
         worker = spawn("worker", [sys.executable, "-m", "fsctl", "worker"])
+        if env.get("FSCTL_WEBHOOK_SECRETS"):
+            spawn("webhooks", [sys.executable, "-m", "fsctl", "webhooks"])
         if not _wait_up("API", api, lambda: _http_ready(s.api_host, s.api_port)):
             raise ConfigError(f"the API does not answer on {s.api_host}:{s.api_port} after "
                               f"{START_TIMEOUT_S:.0f}s")
@@ -230,7 +232,7 @@ def run(var_dir: str, redis_port: int, esl_port: int, sim_args: list[str] | None
         signal.signal(signal.SIGTERM, previous_term)
         grace_s = float(env["FSCTL_SHUTDOWN_GRACE_S"]) + RUN_STOP_MARGIN_S
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: still stop them all
-            stop([(n, p) for n, p in procs if n in ("API", "worker")], grace_s)
+            stop([(n, p) for n, p in procs if n in ("API", "worker", "webhooks")], grace_s)
         stop([(n, p) for n, p in procs if n == "simulator"], RUN_STOP_MARGIN_S)
         stop([(n, p) for n, p in procs if n == "redis"], RUN_STOP_MARGIN_S)
 

@@ -13,6 +13,8 @@ from .errors import InvalidValue, PolicyDenied
 from .model import MODES, Callback, Leg
 from .policy import DESTINATION_RE, destination
 from .settings import Settings
+from .webhooks.events import EVENTS
+from .webhooks.guard import url_problem
 
 ROUTE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 RING_TIMEOUT_RANGE_S = (5, 300)
@@ -30,6 +32,13 @@ class Pattern(validate.Regexp):
         if not isinstance(value, str) or self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value
+
+
+def _webhook_url(value: str) -> str:
+    problem = url_problem(value)
+    if problem:
+        raise ValidationError(problem)
+    return value
 
 
 _NUMBER = Pattern(NUMBER_RE, error="must be 2 to 20 digits, optionally after one '+'")
@@ -66,6 +75,22 @@ class CallbackRequestSchema(Schema):
     mode = fields.String(load_default="sequential", validate=validate.OneOf(MODES))
     first = fields.String(load_default="A", validate=validate.OneOf(("A", "B")),
                           metadata={"description": "who is called first in sequential mode"})
+    status_callback = fields.String(validate=_webhook_url, metadata={
+        "description": "http(s) URL that receives signed status webhooks (see README, Status "
+                       "webhooks); its host must resolve to public addresses",
+        "example": "https://example.com/hooks/fsctl"})
+    status_events = fields.List(
+        fields.String(validate=validate.OneOf(EVENTS)), validate=validate.Length(1, len(EVENTS)),
+        metadata={"description": "the events to send (default: all); ringing and answered "
+                                 "come once per leg"})
+
+    @validates_schema
+    def _webhook_events(self, data: dict[str, Any], **_: Any) -> None:
+        events = data.get("status_events")
+        if events is not None and "status_callback" not in data:
+            raise ValidationError("needs a status_callback", "status_events")
+        if events is not None and len(set(events)) != len(events):
+            raise ValidationError("names an event twice", "status_events")
 
     @validates_schema
     def _distinct(self, data: dict[str, Any], **_: Any) -> None:
@@ -126,13 +151,20 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
     cb = Callback(
         id=callback_id or uuid.uuid4().hex, legs=legs, mode=request["mode"],
         first=request["first"], created_at=now, updated_at=now, owner=owner,
+        status_callback=request.get("status_callback"),
+        status_events=list(request["status_events"]) if request.get("status_events") else None,
     )
     cb.note(now, "state", state="queued")
     return cb
 
 
-def present(cb: Callback) -> dict[str, Any]:
-    """The public JSON view of a callback (GET / POST / DELETE responses)."""
+def present(cb: Callback, cancel_requested: bool = False, *,
+            raw_history: bool = False) -> dict[str, Any]:
+    """The public JSON view of a callback (GET / POST / DELETE responses).
+
+    ``cancel_requested``: a DELETE asked for it (the store's cancel flag); shown as
+    ``cancel_pending`` while the callback has not ended. ``raw_history``: the history as
+    its JSON text, for orjson to write without decoding it (webhooks)."""
     legs = {}
     for name, leg in cb.legs.items():
         legs[name] = {
@@ -147,6 +179,26 @@ def present(cb: Callback) -> dict[str, Any]:
         "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,
         "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
         "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s, "inferred": cb.inferred,
+        "cancel_pending": cancel_requested and not cb.final,
         "legs": legs,
-        "history": list(cb.history),
+        "status_callback": cb.status_callback, "status_events": cb.status_events,
+        "history": cb.history.fragment() if raw_history else list(cb.history),
+    }
+
+
+SUMMARY_LEG_FIELDS = ("to", "from", "route", "uuid", "state", "hangup_cause")
+"""What a list item shows of each leg (the full record has the rest)."""
+
+
+def summary(cb: Callback, href: str, cancel_requested: bool = False) -> dict[str, Any]:
+    """A list item: the callback without its history and per-leg details, and ``href``,
+    where its full record is."""
+    legs = {name: {"to": leg.to, "from": leg.from_, "route": leg.route, "uuid": leg.uuid,
+                   "state": leg.state, "hangup_cause": leg.hangup_cause}
+            for name, leg in cb.legs.items()}
+    return {
+        "id": cb.id, "href": href, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,
+        "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
+        "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s,
+        "cancel_pending": cancel_requested and not cb.final, "legs": legs,
     }

@@ -15,6 +15,7 @@ from typing import TypeVar
 from .auth import Token, parse_tokens
 from .errors import ConfigError, InvalidValue
 from .policy import PREMIUM_PREFIXES, Route, parse_route
+from .webhooks.signing import parse_secrets
 
 N = TypeVar("N", int, float)
 
@@ -102,6 +103,29 @@ class Settings:
     """Where a worker keeps the records it could not write to Redis when it stopped."""
     queue_timeout_s: float = 120.0
     """Longest a callback waits queued for a node with a connection and room; then expired."""
+    worker_metrics_host: str = "127.0.0.1"
+    """Address a worker serves /metrics, /livez and /readyz on."""
+    worker_metrics_port: int = 0
+    """Port of a worker's /metrics, /livez and /readyz; 0: not served."""
+    heartbeat_ttl_s: float = 10.0
+    """A worker's heartbeat in Redis expires after this (written every third of it): the
+    API's /readyz counts only workers heard from within it."""
+    api_workers: int = 1
+    """gunicorn worker processes of the API (fsctl.ops.gunicorn_conf)."""
+    webhook_secrets: tuple[str, ...] = ()
+    """Status-webhook signing secrets (``whsec_<base64>``), newest first; empty: webhooks off."""
+    webhook_allow_private: bool = False
+    """Let status_callback URLs reach loopback, private, link-local and multicast addresses."""
+    webhook_timeout_s: float = 5.0
+    """Longest one webhook attempt may take (connect, send, answer), in seconds."""
+    webhook_max_attempts: int = 8
+    """Attempts of one delivery before it is dead-lettered."""
+    webhook_backoff_base_s: float = 1.0
+    """Backoff before the second attempt; doubles with each attempt (half of it jitter)."""
+    webhook_backoff_max_s: float = 300.0
+    """Longest backoff between two attempts, in seconds."""
+    webhook_concurrency: int = 32
+    """Attempts the webhook sender makes at once (its greenlet pool and connection limit)."""
 
     def check_esl_password(self) -> None:
         """Refuse the vanilla ClueCon password (and an empty one) unless explicitly allowed."""
@@ -211,4 +235,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         sessions_max=_number(env, "FSCTL_SESSIONS_MAX", d.sessions_max, 0, 10_000_000),
         spool_dir=env.get("FSCTL_SPOOL_DIR") or d.spool_dir,
         queue_timeout_s=_number(env, "FSCTL_QUEUE_TIMEOUT_S", d.queue_timeout_s, 1.0, 86_400.0),
+        worker_metrics_host=env.get("FSCTL_WORKER_METRICS_HOST") or d.worker_metrics_host,
+        worker_metrics_port=_number(env, "FSCTL_WORKER_METRICS_PORT", d.worker_metrics_port, 0,
+                                    65535),
+        heartbeat_ttl_s=_number(env, "FSCTL_HEARTBEAT_TTL_S", d.heartbeat_ttl_s, 1.0, 3600.0),
+        api_workers=_number(env, "FSCTL_API_WORKERS", d.api_workers, 1, 256),
+        webhook_secrets=parse_secrets(env.get("FSCTL_WEBHOOK_SECRETS")),
+        webhook_allow_private=_bool(env.get("FSCTL_WEBHOOK_ALLOW_PRIVATE", "")),
+        webhook_timeout_s=_number(env, "FSCTL_WEBHOOK_TIMEOUT_S", d.webhook_timeout_s, 0.1, 60.0),
+        webhook_max_attempts=_number(env, "FSCTL_WEBHOOK_MAX_ATTEMPTS", d.webhook_max_attempts,
+                                     1, 100),
+        webhook_backoff_base_s=_number(env, "FSCTL_WEBHOOK_BACKOFF_BASE_S",
+                                       d.webhook_backoff_base_s, 0.01, 3600.0),
+        webhook_backoff_max_s=_number(env, "FSCTL_WEBHOOK_BACKOFF_MAX_S", d.webhook_backoff_max_s,
+                                      0.01, 86_400.0),
+        webhook_concurrency=_number(env, "FSCTL_WEBHOOK_CONCURRENCY", d.webhook_concurrency,
+                                    1, 10_000),
     )

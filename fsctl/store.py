@@ -15,13 +15,28 @@ Keys (``<p>`` is the prefix, ``fsctl`` by default):
 - ``<p>:rate:<owner>:<minute>``  API requests of one token in one minute (counter)
 - ``<p>:live:<owner>``    the token's callbacks not yet finished (zset by creation time)
 - ``<p>:dest:<number>``   callbacks to one destination in the current hour (counter)
-- ``<p>:idem:<owner>:<key>``  the callback an Idempotency-Key created (string, 24 h)
+- ``<p>:idem:<owner>:<key>``  an Idempotency-Key (hash): ``state`` ``processing`` (a request
+  holds it, 30 s at most) or ``done`` (24 h), the request's ``fingerprint``, the
+  ``callback_id`` it created, the ``claim`` token of the request processing it
+- ``<p>:workers``         names of the workers that sent a heartbeat (set)
+- ``<p>:worker:<name>``   a worker's heartbeat: node, event socket connected, time (string,
+  expires after the heartbeat TTL: a dead worker's vanishes)
+- ``<p>:stats:outcomes``  callbacks finished, per ``<state>:<outcome>``, all workers (hash)
+- ``<p>:stats:webhooks``  webhook deliveries settled, per result (delivered, retried, dead,
+  gone), all senders (hash)
+- ``<p>:wh:cb:<id>``      a callback's webhook state: ``seq``, ``gone`` (a URL that answered
+  410), ``e:<event>`` for every event enqueued (hash; expires with the record)
+- ``<p>:wh:q:<id>``       the callback's deliveries not yet delivered, in order (list of ids)
+- ``<p>:wh:msg:<msg-id>`` one delivery: body, url, seq, attempts, last error (hash)
+- ``<p>:wh:due``          callbacks with deliveries, scored by when the next attempt is due
+- ``<p>:wh:dead``, ``<p>:wh:dead:<owner>``  dead deliveries by when they died (zsets)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +48,7 @@ from .callback import Input, apply
 from .errors import StoreError
 from .model import CALLBACK_STATES, Callback, decode_json
 from .policy import destination
+from .webhooks.queue import Outbox, enqueue_lua
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +68,9 @@ DEST_WINDOW_S = 3600
 """The window of the per-destination cooldown counter."""
 IDEMPOTENCY_TTL_S = 86400
 """How long an Idempotency-Key keeps pointing at the callback it created."""
+IDEMPOTENCY_PROCESSING_TTL_S = 30
+"""Longest an Idempotency-Key stays claimed by a request being processed (one whose API
+process died lets it go after this)."""
 OPEN_OWNER = "_open"
 """Owner key of callbacks made through the open (token-less) API."""
 
@@ -60,8 +79,12 @@ OPEN_OWNER = "_open"
 # its indexes and its job. Returns {"ok", entry-id} or {reason, retry-after-s[, index]}.
 _ADMIT = """
 if ARGV[11] == '1' then
-  local previous = redis.call('GET', KEYS[7])
-  if previous then return {'dup', previous} end
+  local kind = redis.call('TYPE', KEYS[7]).ok
+  if kind == 'string' then return {'dup', redis.call('GET', KEYS[7]), ''} end
+  if kind == 'hash' then
+    local h = redis.call('HMGET', KEYS[7], 'state', 'callback_id', 'fingerprint')
+    if h[1] == 'done' then return {'dup', h[2], h[3] or ''} end
+  end
 end
 local rate = redis.call('INCR', KEYS[5])
 if rate == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9])) end
@@ -79,7 +102,11 @@ for i = 9, #KEYS do
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
-if ARGV[11] == '1' then redis.call('SET', KEYS[7], ARGV[2], 'EX', tonumber(ARGV[12])) end
+if ARGV[11] == '1' then
+  redis.call('DEL', KEYS[7])
+  redis.call('HSET', KEYS[7], 'state', 'done', 'callback_id', ARGV[2], 'fingerprint', ARGV[14])
+  redis.call('EXPIRE', KEYS[7], tonumber(ARGV[12]))
+end
 for i = 9, #KEYS do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[10])) end
 end
@@ -121,6 +148,37 @@ return {'exists'}
 """
 
 
+# An Idempotency-Key's first step (IETF draft-ietf-httpapi-idempotency-key-header): claim a
+# new key for this request (state processing, with the request's fingerprint and a claim
+# token), or say what the key already stands for. Returns {'new'}, {'busy'} (another request
+# with that key is being processed), {'mismatch'} (the key was used with another request),
+# {'done', callback id} (the request was answered: replay). A plain string is a key written
+# before fingerprints were stored (a callback id): replayed, its request cannot be compared.
+_IDEM_BEGIN = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then
+  redis.call('HSET', KEYS[1], 'state', 'processing', 'fingerprint', ARGV[1], 'claim', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return {'new', ''}
+end
+if kind == 'string' then return {'done', redis.call('GET', KEYS[1])} end
+local h = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'callback_id')
+if h[2] ~= ARGV[1] then return {'mismatch', ''} end
+if h[1] == 'done' then return {'done', h[3]} end
+return {'busy', ''}
+"""
+
+
+# Let go of a key this request claimed and did not use (it was refused): only while it is
+# still this claim's (same token, still processing). 1 when deleted.
+_IDEM_RELEASE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'state', 'claim')
+if h[1] == 'processing' and h[2] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 # Give back one count per destination (never below zero): legs that were never dialled.
 _RELEASE = """
 for i = 1, #KEYS do
@@ -132,7 +190,8 @@ return 0
 
 # Compare-and-set of one record: written (with its index moves, as _queue_save does) only
 # if it still reads exactly as the copy the change was made on. One round trip, where
-# WATCH / GET / MULTI-EXEC take three. Returns 1 when written, 0 when it had changed.
+# WATCH / GET / MULTI-EXEC take three. Returns 1 when written, 0 when it had changed. With
+# more keys it also enqueues the status webhooks the new record reached (fsctl.webhooks).
 _SWAP = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '0' then
@@ -145,6 +204,10 @@ if ARGV[7] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
 end
+if #KEYS > 4 then
+  local wh_added = -1
+""" + enqueue_lua(4, 7) + """
+end
 return 1
 """
 SWAP_ATTEMPTS = 50
@@ -152,11 +215,26 @@ SWAP_ATTEMPTS = 50
 
 
 class Duplicate(StoreError):
-    """The Idempotency-Key was used before: ``callback_id`` is what it created."""
+    """The Idempotency-Key was used before: ``callback_id`` is what it created, for the
+    request whose ``fingerprint`` is given ("" when that is not known)."""
 
-    def __init__(self, callback_id: str) -> None:
+    def __init__(self, callback_id: str, fingerprint: str = "") -> None:
         super().__init__(f"idempotency key already used for callback {callback_id}")
-        self.callback_id = callback_id
+        self.callback_id, self.fingerprint = callback_id, fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyBegin:
+    """What an Idempotency-Key stands for when a request arrives with it.
+
+    ``verdict``: ``new`` (claimed for this request: ``claim`` is its token), ``busy``
+    (another request with the key is being processed), ``mismatch`` (it was used with a
+    different request), ``done`` (``callback_id`` is what the first request created).
+    """
+
+    verdict: str
+    callback_id: str | None = None
+    claim: str | None = None
 
 
 class Refused(StoreError):
@@ -214,6 +292,49 @@ class Keys:
     def idempotency(self, owner: str | None, key: str) -> str:
         return f"{self.prefix}:idem:{owner or OPEN_OWNER}:{key}"
 
+    # -- operations (fsctl.ops): heartbeats and counters -----------------------------------
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.prefix}:stats:outcomes"
+
+    @property
+    def webhook_results(self) -> str:
+        return f"{self.prefix}:stats:webhooks"
+
+    # -- status webhooks (fsctl.webhooks.queue) --
+
+    def wh_callback(self, callback_id: str) -> str:
+        return f"{self.prefix}:wh:cb:{callback_id}"
+
+    def wh_queue(self, callback_id: str) -> str:
+        return f"{self.prefix}:wh:q:{callback_id}"
+
+    def wh_msg(self, msg_id: str) -> str:
+        return f"{self.prefix}:wh:msg:{msg_id}"
+
+    @property
+    def wh_due(self) -> str:
+        return f"{self.prefix}:wh:due"
+
+    def wh_dead(self, owner: str | None = None, *, everyone: bool = False) -> str:
+        """Dead deliveries of everyone (``everyone``) or of one owner."""
+        if everyone:
+            return f"{self.prefix}:wh:dead"
+        return f"{self.prefix}:wh:dead:{owner or OPEN_OWNER}"
+
+
+def outcome_field(state: str, outcome: str | None) -> str:
+    """The field of ``<p>:stats:outcomes`` counting callbacks that ended so."""
+    return f"{state}:{outcome or state}"
+
 
 def _dump(cb: Callback) -> bytes:
     """A record as compact JSON (orjson: the worker writes one on every change)."""
@@ -245,17 +366,22 @@ class Store:
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
         self._admit_job = client.register_script(_ADMIT_JOB)
+        self._idem_begin = client.register_script(_IDEM_BEGIN)
+        self._idem_release = client.register_script(_IDEM_RELEASE)
         self._swap = client.register_script(_SWAP)
+        self.outbox = Outbox(client, self.keys, record_ttl_s)
+        """Status webhooks: every record write enqueues the events the record reached."""
 
     # -- records ------------------------------------------------------------------
 
     def create(self, cb: Callback, limits: Limits | None = None,
-               idempotency_key: str | None = None) -> str:
+               idempotency_key: str | None = None, fingerprint: str = "") -> str:
         """Admit and store a new queued callback and enqueue its job, atomically.
 
         Returns the job's entry id; raises :class:`Refused` when a limit says no,
-        :class:`Duplicate` when the idempotency key was used before (nothing is stored
-        then), and StoreError when Redis fails.
+        :class:`Duplicate` when the idempotency key was answered before (nothing is stored
+        then), and StoreError when Redis fails. With a key, the key is marked ``done``
+        with ``fingerprint`` (the request's) and the callback in the same step.
         """
         limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
         cb.dest_counted = True  # stored with the record only if the script admits it
@@ -268,16 +394,18 @@ class Store:
                 self.keys.owner(cb.owner), *[self.keys.dest(d) for d in dests]]
         args = [_dump(cb), cb.id, cb.created_at, limits.rate_per_minute, limits.max_live,
                 limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S,
-                "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now)]
+                "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now),
+                fingerprint]
         try:
             reply = self._admit(keys=keys, args=args)
         except redis.RedisError as exc:
             raise StoreError(f"could not store callback {cb.id}: {exc}") from exc
         verdict = reply[0]
         if verdict == "ok":
+            self.outbox.enqueue_now(cb)
             return str(reply[1])
         if verdict == "dup":
-            raise Duplicate(str(reply[1]))
+            raise Duplicate(str(reply[1]), str(reply[2]))
         if verdict == "rate":
             raise Refused("rate", int(reply[1]) if int(reply[1]) > 0 else 60 - int(now) % 60,
                           f"more than {limits.rate_per_minute} requests per minute")
@@ -293,24 +421,67 @@ class Store:
         raw = self.r.get(self.keys.callback(callback_id))
         return _load(raw) if raw else None
 
+    # -- idempotency keys ------------------------------------------------------------
+
+    def idempotency_begin(self, owner: str | None, key: str,
+                          fingerprint: str) -> IdempotencyBegin:
+        """Claim ``key`` for a request with ``fingerprint``, or say what it stands for."""
+        claim = secrets.token_hex(16)
+        reply = self._idem_begin(keys=[self.keys.idempotency(owner, key)],
+                                 args=[fingerprint, claim, IDEMPOTENCY_PROCESSING_TTL_S])
+        verdict = str(reply[0])
+        if verdict == "new":
+            return IdempotencyBegin("new", claim=claim)
+        if verdict == "done":
+            return IdempotencyBegin("done", callback_id=str(reply[1]))
+        return IdempotencyBegin(verdict)
+
+    def idempotency_release(self, owner: str | None, key: str, claim: str) -> bool:
+        """Let go of a key claimed by :meth:`idempotency_begin` whose request created
+        nothing (refused, invalid): a corrected retry with the same key may go ahead."""
+        return bool(self._idem_release(keys=[self.keys.idempotency(owner, key)], args=[claim]))
+
+    # -- cancel requests (as the API shows them) ---------------------------------------
+
+    def get_with_cancel(self, callback_id: str) -> tuple[Callback | None, bool]:
+        """A record and whether a cancel was asked for it (one round trip)."""
+        raw, cancel = self.r.mget([self.keys.callback(callback_id), self.keys.cancel(callback_id)])
+        return (_load(raw) if raw else None), bool(cancel)
+
+    def cancels_requested(self, callback_ids: list[str]) -> set[str]:
+        """Which of these callbacks a cancel was asked for (one round trip)."""
+        if not callback_ids:
+            return set()
+        found = self.r.mget([self.keys.cancel(i) for i in callback_ids])
+        return {i for i, flag in zip(callback_ids, found, strict=True) if flag}
+
     def save_many(self, items: list[tuple[Callback, str | None]],
-                  acks: list[str] | None = None) -> None:
+                  acks: list[str] | None = None,
+                  outcomes: dict[str, int] | None = None) -> None:
         """Write records in one transaction, each moved between state indexes if needed,
-        and acknowledge the jobs ``acks`` (of callbacks these records end) with them."""
+        and acknowledge the jobs ``acks`` (of callbacks these records end) with them;
+        ``outcomes`` (``<state>:<outcome>`` → how many more ended so) go into the shared
+        counters in the same transaction."""
         pipe = self.r.pipeline(transaction=True)
-        for cb, previous_state in items:
-            self._queue_save(pipe, cb, previous_state)
+        staged = [self._queue_save(pipe, cb, previous_state) for cb, previous_state in items]
         if acks:
             pipe.xack(self.keys.jobs, GROUP, *acks)
+        for field, n in (outcomes or {}).items():
+            pipe.hincrby(self.keys.outcomes, field, n)
         pipe.execute()
+        self.outbox.committed(staged)
 
-    def _queue_save(self, pipe: Any, cb: Callback, previous_state: str | None) -> None:
+    def _queue_save(self, pipe: Any, cb: Callback,
+                    previous_state: str | None) -> tuple[str, list[str]] | None:
+        """Queue the record's write (and its status webhooks') on ``pipe``; what the outbox
+        staged, for :meth:`Outbox.committed` once ``pipe`` ran."""
         pipe.set(self.keys.callback(cb.id), _dump(cb), ex=self.record_ttl_s if cb.final else None)
         if cb.final:
             pipe.zrem(self.keys.live(cb.owner), cb.id)
         if previous_state is not None and previous_state != cb.state:
             pipe.zrem(self.keys.state(previous_state), cb.id)
             pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at})
+        return self.outbox.stage(pipe, cb) if cb.status_callback else None
 
     def restore(self, cb: Callback) -> bool:
         """Write a record a worker spooled while Redis was down; False when Redis's copy wins:
@@ -327,8 +498,9 @@ class Store:
                     if cur is not None and not cb.final and cur.updated_at > cb.updated_at:
                         return False
                     pipe.multi()
-                    self._queue_save(pipe, cb, cur.state if cur else None)
+                    staged = self._queue_save(pipe, cb, cur.state if cur else None)
                     pipe.execute()
+                    self.outbox.committed([staged])
                     return True
                 except redis.WatchError:
                     continue
@@ -358,7 +530,9 @@ class Store:
                     continue
                 return cb, raw
             new = _dump(cb)
-            if self._swaps([self._swap_call(key, raw, cb, before, new)])[0]:
+            call, staged = self._swap_call(key, raw, cb, before, new)
+            if self._swaps([call])[0]:
+                self.outbox.committed([staged])
                 return cb, new
             raw = known = None
         raise redis.WatchError(f"callback {callback_id}: record kept changing, not updated")
@@ -376,7 +550,7 @@ class Store:
                 raws[i] = raw
         out: list[tuple[Callback | None, bytes | str | None]] = [(None, None)] * len(items)
         again: list[int] = []
-        sent: list[tuple[int, Callback, bytes]] = []
+        sent: list[tuple[int, Callback, bytes, tuple[str, list[str]] | None]] = []
         calls: list[tuple[list[str], list[Any]]] = []
         for i, ((_callback_id, change, known), raw) in enumerate(zip(items, raws, strict=True)):
             if not raw:
@@ -390,24 +564,31 @@ class Store:
                     out[i] = (cb, raw)
                 continue
             new = _dump(cb)
-            calls.append(self._swap_call(keys[i], raw, cb, before, new))
-            sent.append((i, cb, new))
-        for (i, cb, new), written in zip(sent, self._swaps(calls), strict=True):
+            call, staged = self._swap_call(keys[i], raw, cb, before, new)
+            calls.append(call)
+            sent.append((i, cb, new, staged))
+        for (i, cb, new, staged), written in zip(sent, self._swaps(calls), strict=True):
             if written:
                 out[i] = (cb, new)
+                self.outbox.committed([staged])
             else:
                 again.append(i)
         for i in sorted(again):
             out[i] = self.swap(items[i][0], items[i][1])
         return out
 
-    def _swap_call(self, key: str, raw: bytes | str, cb: Callback, before: str,
-                   new: bytes) -> tuple[list[str], list[Any]]:
+    def _swap_call(self, key: str, raw: bytes | str, cb: Callback, before: str, new: bytes
+                   ) -> tuple[tuple[list[str], list[Any]], tuple[str, list[str]] | None]:
         """The compare-and-set script's keys and args: ``key`` from ``raw`` to ``new``, the
-        state indexes moved from ``before``, as :meth:`_queue_save` does."""
-        return ([key, self.keys.state(before), self.keys.state(cb.state), self.keys.live(cb.owner)],
-                [raw, new, self.record_ttl_s if cb.final else 0, cb.id, repr(cb.created_at),
-                 int(cb.final), int(before != cb.state)])
+        state indexes moved from ``before``, as :meth:`_queue_save` does; with the status
+        webhooks ``cb`` reached (and what to tell :meth:`Outbox.committed` once written)."""
+        keys = [key, self.keys.state(before), self.keys.state(cb.state), self.keys.live(cb.owner)]
+        args = [raw, new, self.record_ttl_s if cb.final else 0, cb.id, repr(cb.created_at),
+                int(cb.final), int(before != cb.state)]
+        hooks = self.outbox.prepare(cb) if cb.status_callback else None
+        if hooks is None:
+            return (keys, args), None
+        return (keys + hooks[0], args + hooks[1]), (cb.id, hooks[2])
 
     def _swaps(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run the compare-and-set script for each (keys, args), in one round trip: EVALSHA
@@ -442,6 +623,8 @@ class Store:
         cb = self.update_if(callback_id, change)
         if cb is not None and counted[0]:
             self.release_destinations(cb)
+        if cb is not None and ended[0]:
+            self.r.hincrby(self.keys.outcomes, outcome_field(cb.state, cb.outcome), 1)
         return cb, ended[0]
 
     def end_queued_before(self, cutoff: float, make_event: Callable[[], Input],
@@ -584,7 +767,9 @@ class Store:
         args = [_dump(cb), cb.id, cb.created_at, dest_max_per_hour, DEST_WINDOW_S,
                 self.record_ttl_s]
         reply = self._admit_job(keys=keys, args=args)
-        if reply[0] == "dest":
+        if reply[0] != "dest":
+            self.outbox.enqueue_now(cb)  # its status webhooks (the script could not carry them)
+        else:
             cb.dest_counted = False
             number = dests[int(reply[2]) - 1]
             raise Refused("dest", int(reply[1]),
@@ -619,3 +804,57 @@ class Store:
         if not reply:
             return []
         return [(entry_id, fields) for _stream, entries in reply for entry_id, fields in entries]
+
+    # -- operations (fsctl.ops): heartbeats, counters, queue --------------------------------
+
+    def heartbeat(self, name: str, node: str, esl_connected: bool, ttl_s: float) -> None:
+        """This worker is alive (for ``ttl_s``) and its event socket is (not) connected."""
+        doc = json.dumps({"node": node, "esl_connected": esl_connected, "ts": time.time()})
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(self.keys.workers, name)
+        pipe.set(self.keys.worker(name), doc, px=max(1, int(ttl_s * 1000)))
+        pipe.execute()
+
+    def forget_worker(self, name: str) -> None:
+        """A worker stopping cleanly: it no longer counts for readiness."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.srem(self.keys.workers, name)
+        pipe.delete(self.keys.worker(name))
+        pipe.execute()
+
+    def worker_heartbeats(self) -> dict[str, dict[str, Any]]:
+        """The workers whose heartbeat has not expired: name → node, esl_connected, ts.
+        Names whose heartbeat expired are dropped from the set."""
+        names = sorted(self.r.smembers(self.keys.workers))
+        if not names:
+            return {}
+        raws = self.r.mget([self.keys.worker(n) for n in names])
+        out: dict[str, dict[str, Any]] = {}
+        gone = []
+        for name, raw in zip(names, raws, strict=True):
+            if raw:
+                out[name] = json.loads(raw)
+            else:
+                gone.append(name)
+        if gone:
+            self.r.srem(self.keys.workers, *gone)
+        return out
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Callbacks finished so far (all workers), per ``<state>:<outcome>``."""
+        return {k: int(v) for k, v in self.r.hgetall(self.keys.outcomes).items()}
+
+    def webhook_result_counts(self) -> dict[str, int]:
+        """Webhook deliveries settled so far (all senders), per result."""
+        return {k: int(v) for k, v in self.r.hgetall(self.keys.webhook_results).items()}
+
+    def queue_stats(self) -> tuple[int, float | None, dict[str, int]]:
+        """Callbacks queued, the creation time of the oldest queued one (None: none), and
+        how many callbacks each state index holds (finished ones: kept record_ttl_s)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(self.keys.state("queued"), 0, 0, withscores=True)
+        for state in CALLBACK_STATES:
+            pipe.zcard(self.keys.state(state))
+        oldest, *counts = pipe.execute()
+        by_state = dict(zip(CALLBACK_STATES, (int(n) for n in counts), strict=True))
+        return by_state["queued"], (float(oldest[0][1]) if oldest else None), by_state

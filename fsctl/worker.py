@@ -23,6 +23,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import gevent
 import redis
@@ -42,6 +43,7 @@ from .callback import (
     JobDone,
     Kill,
     LegSignal,
+    Lost,
     Originate,
     Retry,
     apply,
@@ -54,12 +56,17 @@ from .events import ChannelFact, JobFact, translate
 from .intake import Intake
 from .model import Callback, other
 from .node import NodeLink
+from .ops import logs as ops_logs
+from .ops.metrics import WorkerMetrics
 from .recorder import Recorder
 from .recovery import Recovery
 from .settings import Settings
 from .spool import Spool
-from .store import Store
+from .store import Store, outcome_field
 from .wire import Event
+
+if TYPE_CHECKING:
+    from gevent.pywsgi import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,8 @@ ENDED_KEEP_S = 10.0
 the SIP status and disposition, and comes after the HANGUP that ended the callback)."""
 CLOCK_DRIFT_S_PER_S = 0.001
 """How fast the estimate of FreeSWITCH's clock may fall back (if that clock is set back)."""
+_ENDS_LEGS = (JobDone, Lost)
+"""Inputs besides a hangup signal that may hang a leg up (counted in the metrics)."""
 
 
 class Worker:
@@ -112,6 +121,9 @@ class Worker:
         self._late_kills: deque[tuple[float, str, Kill]] = deque()  # in due order
         self._clock_offset: float | None = None
         self._clock_at = 0.0
+        self.metrics = WorkerMetrics(self)
+        self.ops_server: WSGIServer | None = None
+        ops_logs.add_leg_lookup(self._leg_uuids)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -123,8 +135,13 @@ class Worker:
         loops: list[Callable[[], None]] = [self._job_loop, self.dispatcher.run, self.commander.run,
                                            self._control_loop,
                                            self._flush_loop, self._heartbeat_loop,
-                                           self._sweep_loop, self._expire_loop]
+                                           self._sweep_loop, self._expire_loop, self._beat_loop]
         self._greenlets = [gevent.spawn(loop) for loop in loops]
+        if self.settings.worker_metrics_port:
+            from .ops.endpoints import serve_worker
+
+            self.ops_server = serve_worker(self, self.settings.worker_metrics_host,
+                                           self.settings.worker_metrics_port)
 
     def drain(self, grace_s: float) -> None:
         """Stop claiming and starting callbacks; let the started ones finish for up to
@@ -160,6 +177,13 @@ class Worker:
                 log.error("worker %s: could not spool %d records to %s: %s", self.name,
                           len(records), self.spool.path, err)
         self.link.stop()
+        try:
+            self.store.forget_worker(self.name)
+        except redis.RedisError as exc:
+            log.warning("worker %s: heartbeat not removed (it expires): %s", self.name, exc)
+        if self.ops_server is not None:
+            self.ops_server.stop(timeout=1)
+        ops_logs.remove_leg_lookup(self._leg_uuids)
         return clean
 
     def wait(self) -> None:
@@ -201,9 +225,11 @@ class Worker:
             self._retry_redis(self.intake.resume_own_jobs)
             self._resumed.set()
         self.recovery.reconcile(core_uuid)
+        gevent.spawn(self._beat)  # /readyz hears of it now (the link's greenlet never waits)
 
     def _on_link_down(self, reason: str) -> None:
         log.warning("worker %s: not claiming jobs until FreeSWITCH is back (%s)", self.name, reason)
+        gevent.spawn(self._beat)
 
     # -- jobs -----------------------------------------------------------------------
 
@@ -308,6 +334,25 @@ class Worker:
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
 
+    def _beat(self) -> None:
+        """Say in Redis that this worker lives, and whether its event socket is up (what the
+        API's /readyz reads); expires after heartbeat_ttl_s."""
+        try:
+            self.store.heartbeat(self.name, self.link.node, self.link.up.is_set(),
+                                 self.settings.heartbeat_ttl_s)
+        except redis.RedisError as exc:
+            log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def _beat_loop(self) -> None:
+        self._beat()
+        while not self.stopping.wait(self.settings.heartbeat_ttl_s / 3):
+            self._beat()
+
+    def _leg_uuids(self, callback_id: str) -> dict[str, str] | None:
+        """The legs' UUIDs of a callback this worker holds (for the log lines' fields)."""
+        cb = self.live.get(callback_id) or self._ended.get(callback_id)
+        return {name: leg.uuid for name, leg in cb.legs.items()} if cb is not None else None
+
     def _sweep_loop(self) -> None:
         while not self.stopping.wait(self.settings.sweep_interval_s):
             try:
@@ -328,6 +373,7 @@ class Worker:
                         time.time() - self.settings.queue_timeout_s, lambda: Expire(self.clock())):
                     log.warning("callback %s: not dialled within queue_timeout_s (%ss): expired",
                                 cb.id, self.settings.queue_timeout_s)
+                    self.metrics.callback_finished(cb)  # (the shared counter: by the store)
             except redis.RedisError as exc:
                 log.warning("worker %s: expiring queued callbacks failed: %s", self.name, exc)
 
@@ -383,7 +429,18 @@ class Worker:
     def feed(self, cb: Callback, event: Input) -> None:
         """Apply one input to a live callback and carry out what it asks."""
         self.recorder.mark(cb)
-        self.execute(cb, apply(cb, event))
+        if isinstance(event, _ENDS_LEGS) or (isinstance(event, LegSignal)
+                                             and event.kind == "hangup"):
+            # a leg may hang up here: counted once, at the change (never per event scan)
+            legs = [(leg, leg.state == "hungup", bool(leg.sip_status))
+                    for leg in cb.legs.values()]
+            actions = apply(cb, event)
+            for leg, was_hungup, had_status in legs:
+                if leg.state == "hungup" and not (was_hungup and had_status):
+                    self.metrics.leg_changed(leg, was_hungup, had_status)
+        else:
+            actions = apply(cb, event)
+        self.execute(cb, actions)
 
     # -- actions --------------------------------------------------------------------
 
@@ -421,6 +478,7 @@ class Worker:
         elif isinstance(action, Retry):
             log.warning("callback %s: FreeSWITCH refused leg %s for capacity; dialling it "
                         "again in %ss", cb.id, action.leg, action.delay_s)
+            self.metrics.throttled.inc()
             self.dispatcher.redial_later(cb, action.leg, action.delay_s)
         elif isinstance(action, Kill) and action.after_s > 0:
             self._late_kills.append((time.monotonic() + action.after_s, cb.id, action))
@@ -428,6 +486,8 @@ class Worker:
             self.commander.later(cb, action)  # the event handler never waits for FreeSWITCH
         elif isinstance(action, Finished):
             log.info("callback %s: %s (%s)", cb.id, action.state, action.outcome)
+            self.metrics.callback_finished(cb)
+            self.recorder.count_outcome(outcome_field(cb.state, cb.outcome))
             if cb.dest_counted:
                 cb.dest_counted = False  # saved with the final record
                 self.store.release_destinations(cb)

@@ -236,6 +236,8 @@ leg_help = "; for both legs, or A=… / B=… for one (repeatable)"
               help="how long the leg may ring, 5-300" + leg_help)
 @click.option("--caller-id-name", "names", multiple=True, metavar="[A=|B=]NAME",
               help="caller ID name, 1-40 of A-Z a-z 0-9 . _ -" + leg_help)
+@click.option("--status-callback", default=None, metavar="URL",
+              help="https URL that gets the callback's signed status webhooks")
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="a retried call with the same key answers the first callback")
 @click.option("--watch", "-w", "watch_it", is_flag=True,
@@ -246,7 +248,8 @@ leg_help = "; for both legs, or A=… / B=… for one (repeatable)"
 @client_command
 def call(api: Api, a: str, b: str, first: str, simultaneous: bool, mode: str | None,
          routes: tuple[str, ...], froms: tuple[str, ...], ring: tuple[str, ...],
-         names: tuple[str, ...], idempotency_key: str | None, watch_it: bool,
+         names: tuple[str, ...], status_callback: str | None,
+         idempotency_key: str | None, watch_it: bool,
          watch_timeout: float | None, as_json: bool) -> int:
     """Ask for a callback: call A_NUMBER and B_NUMBER and bridge them.
 
@@ -256,6 +259,8 @@ def call(api: Api, a: str, b: str, first: str, simultaneous: bool, mode: str | N
     """
     body = build_request(a, b, first=first, simultaneous=simultaneous, mode=mode,
                          routes=routes, froms=froms, ring=ring, names=names)
+    if status_callback:
+        body["status_callback"] = status_callback
     _status, rec = api.create(body, idempotency_key)
     out = render.Out()
     if as_json and not watch_it:
@@ -335,10 +340,100 @@ def cancel(api: Api, callback_id: str, as_json: bool, watch_it: bool) -> int:
     return EXIT_OK
 
 
-def _leg_changes(before: dict[str, Any] | None, rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """History entries of ``rec`` not in ``before`` (all of them for a new callback)."""
-    seen = {_entry_key(e) for e in (before or {}).get("history", [])}
-    return [e for e in rec.get("history", []) if _entry_key(e) not in seen]
+class _Follower:
+    """What ``tail`` has shown of each callback. List items are summaries (no history): a
+    callback that changed is read in full (at most TAIL_FETCH_MAX a poll) and its new history
+    entries shown; beyond that, its new state alone."""
+
+    def __init__(self, api: Api, out: render.Out, state: str | None) -> None:
+        self.api, self.out, self.state = api, out, state
+        self.known: dict[str, dict[str, Any]] = {}
+        self.since: dict[str, float] = {}
+        """History up to this time was there when tail started (not shown)."""
+        self.seen: dict[str, set[str]] = {}
+        self.ended: set[str] = set()
+
+    def start(self, items: list[dict[str, Any]]) -> None:
+        for rec in items:
+            self.known[rec["id"]] = rec
+            self.since[rec["id"]] = float(rec.get("updated_at") or 0)
+            if rec.get("state") in render.FINAL:
+                self.ended.add(rec["id"])
+
+    def changed(self, rec: dict[str, Any]) -> bool:
+        before = self.known.get(rec["id"])
+        return before is None or (before.get("updated_at"), before.get("state")) != \
+            (rec.get("updated_at"), rec.get("state"))
+
+    def show(self, rec: dict[str, Any], full: dict[str, Any] | None) -> int:
+        """Print what is new about ``rec``; 1 when it has just ended."""
+        callback_id = rec["id"]
+        base = float(rec.get("created_at") or 0)
+        since = self.since.get(callback_id, float("-inf"))
+        seen = self.seen.setdefault(callback_id, set())
+        before = self.known.get(callback_id)
+        entries = full.get("history", []) if full is not None else (
+            [] if before is not None and before.get("state") == rec.get("state") else
+            [{"ts": rec.get("updated_at"), "event": "state", "state": rec.get("state")}])
+        for entry in entries:
+            key = _entry_key(entry)
+            if key in seen or float(entry.get("ts") or 0) <= since:
+                continue
+            seen.add(key)
+            if entry.get("event") == "state" and entry.get("state") in render.FINAL:
+                continue  # the end gets its own line below, with the outcome
+            if self.state and (entry.get("event") != "state" or entry.get("state") != self.state):
+                continue
+            text = render.history_text(entry, base)
+            if text is not None:
+                self.out.line(f"{render.clock(entry.get('ts'))}  {callback_id}  "
+                              f"{render.leg_text(rec)}  {text.split('  ', 1)[1]}")
+        self.known[callback_id] = rec
+        if rec.get("state") not in render.FINAL or callback_id in self.ended:
+            return 0
+        self.ended.add(callback_id)
+        if not self.state or rec.get("state") == self.state:
+            self.out.line(f"{render.clock(rec.get('ended_at'))}  {callback_id}  "
+                          f"{render.leg_text(rec)}  {render.final_text(full or rec)}",
+                          render.STATE_STYLE.get(str(rec.get("state")), ""))
+        return 1
+
+    def poll(self) -> int:
+        """One round: the newest page, the live ones beyond it; how many ended."""
+        page = list(self.api.list(None, TAIL_PAGE))
+        ids = {r["id"] for r in page}
+        beyond = [i for i, r in self.known.items()
+                  if i not in ids and r.get("state") not in render.FINAL][:TAIL_FETCH_MAX]
+        fetched, ended = 0, 0
+        todo: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        for callback_id in beyond:
+            try:
+                full = self.api.get(callback_id)
+            except ApiRefused:  # expired or gone: nothing more to follow
+                self.known.pop(callback_id, None)
+                continue
+            fetched += 1
+            todo.append((full, full))
+        for rec in sorted(page, key=lambda r: r.get("created_at") or 0):
+            if not self.changed(rec):
+                continue
+            full = None
+            if fetched < TAIL_FETCH_MAX:
+                try:
+                    full = self.api.get(rec["id"])
+                    fetched += 1
+                except ApiRefused:
+                    full = None
+            todo.append((rec, full))
+        for rec, full in todo:
+            ended += self.show(rec, full)
+        if len(self.known) > 10 * TAIL_PAGE:  # forget ended ones no longer on the page
+            for callback_id in [i for i, r in self.known.items()
+                                if i not in ids and r.get("state") in render.FINAL]:
+                self.known.pop(callback_id)
+                self.seen.pop(callback_id, None)
+                self.since.pop(callback_id, None)
+        return ended
 
 
 @click.command("tail")
@@ -351,11 +446,9 @@ def tail(api: Api, state: str | None, exit_after: int | None) -> int:
     """Follow every callback live: one line per change (Ctrl-C stops).
 
     Lines: time, callback id, its numbers, what changed (state, leg state, the end)."""
-    out = render.Out()
-    known: dict[str, dict[str, Any]] = {}
-    for rec in api.list(None, TAIL_PAGE):
-        known[rec["id"]] = rec
-    live = sum(1 for r in known.values() if r.get("state") not in render.FINAL)
+    follower = _Follower(api, render.Out(), state)
+    follower.start(list(api.list(None, TAIL_PAGE)))
+    live = sum(1 for r in follower.known.values() if r.get("state") not in render.FINAL)
     click.echo(f"fsctl: following callbacks at {api.url} ({live} live now; Ctrl-C stops)",
                err=True)
     ended = 0
@@ -364,44 +457,12 @@ def tail(api: Api, state: str | None, exit_after: int | None) -> int:
         while exit_after is None or ended < exit_after:
             time.sleep(TAIL_POLL_S)
             try:
-                page = list(api.list(None, TAIL_PAGE))
-                ids = {r["id"] for r in page}
-                missing = [i for i, r in known.items()
-                           if i not in ids and r.get("state") not in render.FINAL]
-                for callback_id in missing[:TAIL_FETCH_MAX]:
-                    try:
-                        page.append(api.get(callback_id))
-                    except ApiRefused:  # expired or gone: nothing more to follow
-                        known.pop(callback_id, None)
+                ended += follower.poll()
                 down_since = None
             except ApiUnreachable:
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > UNREACHABLE_GRACE_S:
                     raise
-                continue
-            for rec in sorted(page, key=lambda r: r.get("created_at") or 0):
-                before = known.get(rec["id"])
-                for entry in _leg_changes(before, rec):
-                    if entry.get("event") == "state" and entry.get("state") in render.FINAL:
-                        continue  # the end gets its own line below, with the outcome
-                    if state and (entry.get("event") != "state" or entry.get("state") != state):
-                        continue
-                    text = render.history_text(entry, float(rec.get("created_at") or 0))
-                    if text is not None:
-                        out.line(f"{render.clock(entry.get('ts'))}  {rec['id']}  "
-                                 f"{render.leg_text(rec)}  {text.split('  ', 1)[1]}")
-                was_final = before is not None and before.get("state") in render.FINAL
-                if rec.get("state") in render.FINAL and not was_final:
-                    ended += 1
-                    if not state or rec.get("state") == state:
-                        out.line(f"{render.clock(rec.get('ended_at'))}  {rec['id']}  "
-                                 f"{render.leg_text(rec)}  {render.final_text(rec)}",
-                                 render.STATE_STYLE.get(str(rec.get("state")), ""))
-                known[rec["id"]] = rec
-            if len(known) > 10 * TAIL_PAGE:  # forget ended ones no longer on the page
-                for callback_id in [i for i, r in known.items()
-                                    if i not in ids and r.get("state") in render.FINAL]:
-                    known.pop(callback_id)
     except KeyboardInterrupt:
         pass
     return EXIT_OK
