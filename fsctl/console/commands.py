@@ -70,8 +70,9 @@ def _fail(message: str, code: int) -> int:
 
 def _refusal_text(exc: ApiRefused) -> str:
     text = f"{exc.status} {exc}"
-    if exc.errors:
-        text += ": " + "; ".join(_flat_errors(exc.errors))
+    details = [e for e in _flat_errors(exc.errors or {}) if not e.endswith(f": {exc}")]
+    if details:  # (not those that only repeat the message)
+        text += ": " + "; ".join(details)
     if exc.status == 401:
         text += " (give --token or set FSCTL_TOKEN)"
     if exc.retry_after:
