@@ -253,6 +253,8 @@ def banner(s: Settings, redis_dir: Path | None, embedded_esl: bool, notes: list[
     else:
         lines.append(f"  FreeSWITCH {s.esl_host}:{s.esl_port}"
                      + (f" (user {s.esl_user})" if s.esl_user else ""))
+    if os.environ.get("FSCTL_WEBHOOK_SECRETS"):
+        lines.append("  webhooks   fsctl webhooks delivers status webhooks (FSCTL_WEBHOOK_SECRETS)")
     lines += [f"  {note}" for note in notes]
     print("\n".join(lines), flush=True)
 
