@@ -24,7 +24,7 @@ from .model import CALLBACK_STATES, Callback
 from .ops import endpoints as ops_http
 from .ops.logs import callback_fields
 from .settings import Settings
-from .store import Duplicate, Limits, Refused, Store, connect
+from .store import Duplicate, KeyBusy, Limits, Refused, Store, connect
 from .webhooks.guard import check_url
 from .webhooks.queue import DeliveryQueue
 
@@ -239,7 +239,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
                            {"Idempotency-Key": [IN_PROGRESS]}, {"Retry-After": "1"})
         done = False
         try:
-            resp = created(who, body, idem, fingerprint)
+            resp = created(who, body, idem, fingerprint, begin.claim)
             done = True
             return resp
         finally:
@@ -251,7 +251,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
                                 idem, exc)
 
     def created(who: Principal, body: dict[str, Any], idem: str | None,
-                fingerprint: str) -> Response:
+                fingerprint: str, claim: str = "") -> Response:
         """Validate, admit and store one callback request; its 202."""
         try:
             req = schemas.REQUEST_SCHEMA.load(body)
@@ -263,7 +263,10 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
         if cb.status_callback:
             check_status_callback(cb.status_callback)
         try:
-            store.create(cb, limits_for(who), idem, fingerprint)
+            store.create(cb, limits_for(who), idem, fingerprint, claim)
+        except KeyBusy:  # this request outlived its claim; another one holds the key now
+            raise ApiError(409, "a request with this Idempotency-Key is still being processed",
+                           {"Idempotency-Key": [IN_PROGRESS]}, {"Retry-After": "1"}) from None
         except Duplicate as exc:
             # Answered meanwhile by another request with the key (this one's claim had expired).
             if exc.fingerprint and exc.fingerprint != fingerprint:

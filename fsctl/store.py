@@ -68,9 +68,10 @@ DEST_WINDOW_S = 3600
 """The window of the per-destination cooldown counter."""
 IDEMPOTENCY_TTL_S = 86400
 """How long an Idempotency-Key keeps pointing at the callback it created."""
-IDEMPOTENCY_PROCESSING_TTL_S = 30
+IDEMPOTENCY_PROCESSING_TTL_S = 10
 """Longest an Idempotency-Key stays claimed by a request being processed (one whose API
-process died lets it go after this)."""
+process died lets it go after this; a request slower than this finds its claim taken over
+and creates nothing: the callback is created only under the claim that holds the key)."""
 OPEN_OWNER = "_open"
 """Owner key of callbacks made through the open (token-less) API."""
 
@@ -82,8 +83,9 @@ if ARGV[11] == '1' then
   local kind = redis.call('TYPE', KEYS[7]).ok
   if kind == 'string' then return {'dup', redis.call('GET', KEYS[7]), ''} end
   if kind == 'hash' then
-    local h = redis.call('HMGET', KEYS[7], 'state', 'callback_id', 'fingerprint')
+    local h = redis.call('HMGET', KEYS[7], 'state', 'callback_id', 'fingerprint', 'claim')
     if h[1] == 'done' then return {'dup', h[2], h[3] or ''} end
+    if h[1] == 'processing' and ARGV[15] ~= '' and h[4] ~= ARGV[15] then return {'busy'} end
   end
 end
 local rate = redis.call('INCR', KEYS[5])
@@ -212,6 +214,10 @@ return 1
 """
 SWAP_ATTEMPTS = 50
 """Most reads of a record one compare-and-set makes before giving up (it kept changing)."""
+
+
+class KeyBusy(StoreError):
+    """The Idempotency-Key is held by another request's claim (this one's had expired)."""
 
 
 class Duplicate(StoreError):
@@ -375,13 +381,15 @@ class Store:
     # -- records ------------------------------------------------------------------
 
     def create(self, cb: Callback, limits: Limits | None = None,
-               idempotency_key: str | None = None, fingerprint: str = "") -> str:
+               idempotency_key: str | None = None, fingerprint: str = "",
+               claim: str = "") -> str:
         """Admit and store a new queued callback and enqueue its job, atomically.
 
         Returns the job's entry id; raises :class:`Refused` when a limit says no,
         :class:`Duplicate` when the idempotency key was answered before (nothing is stored
-        then), and StoreError when Redis fails. With a key, the key is marked ``done``
-        with ``fingerprint`` (the request's) and the callback in the same step.
+        then), :class:`KeyBusy` when another request's ``claim`` now holds the key, and
+        StoreError when Redis fails. With a key, the key is marked ``done`` with
+        ``fingerprint`` (the request's) and the callback in the same step.
         """
         limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
         cb.dest_counted = True  # stored with the record only if the script admits it
@@ -395,7 +403,7 @@ class Store:
         args = [_dump(cb), cb.id, cb.created_at, limits.rate_per_minute, limits.max_live,
                 limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S,
                 "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now),
-                fingerprint]
+                fingerprint, claim]
         try:
             reply = self._admit(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -406,6 +414,8 @@ class Store:
             return str(reply[1])
         if verdict == "dup":
             raise Duplicate(str(reply[1]), str(reply[2]))
+        if verdict == "busy":
+            raise KeyBusy(f"idempotency key of callback {cb.id} is claimed by another request")
         if verdict == "rate":
             raise Refused("rate", int(reply[1]) if int(reply[1]) > 0 else 60 - int(now) % 60,
                           f"more than {limits.rate_per_minute} requests per minute")

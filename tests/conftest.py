@@ -119,6 +119,19 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def api(redis_url: str):
+    """The API alone (no worker): what it accepts stays queued."""
+    from stack import Stack
+    from support import esl_target
+
+    s = Stack(redis_url, esl_target(), start_worker=False)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
 def stack(redis_url: str, freeswitch_node):
     """fsctl running against the simulator, or the real FreeSWITCH of --freeswitch (or of
     FSCTL_TEST_ESL)."""

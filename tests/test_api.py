@@ -15,19 +15,6 @@ def jobs_len(stack) -> int:
     return stack.redis.xlen(stack.store.keys.jobs)
 
 
-@pytest.fixture
-def api(redis_url: str):
-    """The API alone (no worker): what it accepts is only queued."""
-    from stack import Stack
-    from support import esl_target
-
-    s = Stack(redis_url, esl_target(), start_worker=False)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def test_seed_request_is_accepted_durably(api) -> None:
     code, rec, headers = api.http("POST", "/voice/call/callback", SEED)
     assert code == 202 and rec["state"] == "queued"

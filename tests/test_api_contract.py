@@ -23,16 +23,6 @@ BASE = "/voice/call/callback"
 OTHER = {"leg_A": {"to": "1000777"}, "leg_B": {"to": "1000778"}}
 
 
-@pytest.fixture
-def api(redis_url: str):
-    """The API alone (no worker): what it accepts stays queued."""
-    s = Stack(redis_url, esl_target(), start_worker=False)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def jobs(s: Stack) -> int:
     return s.redis.xlen(s.store.keys.jobs)
 
@@ -331,3 +321,30 @@ def test_the_openapi_document_describes_the_contract() -> None:
     assert "422" in idem["description"] and "409" in idem["description"]
     assert "cancel_pending" in doc["paths"][f"{BASE}/{{callback_id}}"]["delete"]["description"]
     assert "Retry-After" in doc["components"]["responses"]["E409"]["headers"]
+
+
+def test_a_request_that_outlived_its_claim_creates_nothing(api) -> None:
+    """A request slower than IDEMPOTENCY_PROCESSING_TTL_S lost its claim; if another
+    request with the key claimed it meanwhile, the slow one must not place a second call."""
+    from fsctl.schemas import REQUEST_SCHEMA, build_callback
+    from fsctl.store import KeyBusy
+
+    store, fp = api.store, request_fingerprint(SEED)
+    key = store.keys.idempotency("shop", "slow")
+    slow = store.idempotency_begin("shop", "slow", fp)
+    api.redis.delete(key)  # its claim ran out
+    fast = store.idempotency_begin("shop", "slow", fp)
+    assert slow.verdict == fast.verdict == "new" and slow.claim != fast.claim
+    late = build_callback(REQUEST_SCHEMA.load(SEED), api.settings, owner="shop")
+    with pytest.raises(KeyBusy):
+        store.create(late, idempotency_key="slow", fingerprint=fp, claim=slow.claim or "")
+    assert store.get(late.id) is None and jobs(api) == 0
+    cb = build_callback(REQUEST_SCHEMA.load(SEED), api.settings, owner="shop")
+    store.create(cb, idempotency_key="slow", fingerprint=fp, claim=fast.claim or "")
+    assert api.redis.hget(key, "callback_id") == cb.id and jobs(api) == 1
+    # a claim that ran out with nobody else on the key still creates (nothing to clash with)
+    lone = store.idempotency_begin("shop", "lone", fp)
+    api.redis.delete(store.keys.idempotency("shop", "lone"))
+    cb2 = build_callback(REQUEST_SCHEMA.load(SEED), api.settings, owner="shop")
+    store.create(cb2, idempotency_key="lone", fingerprint=fp, claim=lone.claim or "")
+    assert store.get(cb2.id) is not None and jobs(api) == 2

@@ -14,7 +14,6 @@ import tempfile
 import pytest
 from procs import kill_group
 from stack import Stack
-from support import esl_target
 
 from fsctl import docs
 
@@ -24,15 +23,6 @@ CHROMIUM_TIMEOUT_S = 60
 """Bound on one headless Chromium run (it renders within a few seconds)."""
 VIRTUAL_TIME_BUDGET_MS = 20_000
 """Chromium's virtual time for the page's scripts and fetches before the DOM is dumped."""
-
-
-@pytest.fixture
-def api(redis_url: str):
-    s = Stack(redis_url, esl_target(), start_worker=False)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def get(s: Stack, path: str) -> tuple[int, bytes, dict[str, str]]:

@@ -314,6 +314,16 @@ def drain(stack: Stack, ids: list[str], final0: int, report: Callable[[int], Non
         gevent.sleep(1.0)
 
 
+def wait_traced(stack: Stack, ids: list[str]) -> None:
+    """Wait (at most :data:`TRACE_WAIT_S`) until the simulator's trace has all of ``ids``."""
+    deadline = time.monotonic() + TRACE_WAIT_S
+    while True:
+        stack.trace.poll()
+        if all(stack.trace.complete(c) for c in ids) or time.monotonic() > deadline:
+            return
+        gevent.sleep(POLL_S)
+
+
 def post_load(stack: Stack, stage: str, rate: float, count: int, base: int,
               progress: Progress | None) -> tuple[LoadResult, float]:
     """Open-loop POSTs; the load generator's (this process's) CPU seconds alongside."""
@@ -347,12 +357,7 @@ def run_step(stack: Stack, stage: str, rate: float, seconds: float, base: int,
     cpu = meter.stop()
     cpu["loadgen"] = loadgen_cpu
     completed = [cid for cid, (state, _) in records.items() if state == "completed"]
-    deadline = time.monotonic() + TRACE_WAIT_S
-    while True:
-        stack.trace.poll()
-        if all(stack.trace.complete(c) for c in completed) or time.monotonic() > deadline:
-            break
-        gevent.sleep(POLL_S)
+    wait_traced(stack, completed)
     dispatch = [d for cid, (_, created) in records.items()
                 if (d := stack.trace.dispatch_s(cid, created)) is not None]
     bridge = [b for cid in completed if (b := stack.trace.bridge_s(cid)) is not None]

@@ -36,7 +36,7 @@ for _path in (str(HERE.parent), str(HERE.parent.parent)):  # tests/ and the repo
 
 import gevent  # noqa: E402
 from bench.common import CpuMeter, open_loop, summary_ms  # noqa: E402
-from bench.simpipe import POLL_S, TRACE_WAIT_S, Stack, drain  # noqa: E402
+from bench.simpipe import Stack, drain, wait_traced  # noqa: E402
 from hookrecv import Receiver  # noqa: E402
 from procs import terminate_group  # noqa: E402
 
@@ -93,12 +93,7 @@ def one(kind: str, rate: float, seconds: float, root: Path) -> dict[str, Any]:
         final, _, records = drain(stack, res.ids, 0, lambda _v: None)
         worker_cpu_s = meter.stop()["worker"]
         completed = [cid for cid, (state, _) in records.items() if state == "completed"]
-        deadline = time.monotonic() + TRACE_WAIT_S
-        while True:
-            stack.trace.poll()
-            if all(stack.trace.complete(c) for c in completed) or time.monotonic() > deadline:
-                break
-            gevent.sleep(POLL_S)
+        wait_traced(stack, completed)
         assert stack.r is not None
         with_hook = {cid for cid in res.ids
                      if (rec := stack.r.get(f"fsctl:callback:{cid}")) and '"status_callback":"h' in rec}

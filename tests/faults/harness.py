@@ -674,7 +674,8 @@ class Accepted:
 
 
 class LoadGen:
-    """POSTs callbacks over HTTP, retrying connection errors and 503 on the next API process.
+    """POSTs callbacks over HTTP, retrying connection errors, 503 and 409 (the key still
+    held by an attempt whose API process died) on the next API process.
 
     A retry after a connection error is the idempotent-client pattern: the first attempt may
     have been stored without its 202 reaching us, so every attempt carries the same
@@ -689,6 +690,7 @@ class LoadGen:
         self.by_tag: dict[str, Accepted] = {}
         self.conn_errors = 0
         self.unavailable = 0
+        self.key_busy = 0
         self.retried_tags: set[str] = set()
         self.rejected: list[tuple[str, int, Any]] = []
         self.gave_up: list[str] = []
@@ -742,6 +744,10 @@ class LoadGen:
             if code == 503:
                 self.unavailable += 1
                 gevent.sleep(min(0.1 * (attempt + 1), 0.5))
+                continue
+            if code == 409:  # the key is held by an attempt an API died with: Retry-After
+                self.key_busy += 1
+                gevent.sleep(1.0)
                 continue
             self.rejected.append((tag, code, reply))
             return None
@@ -942,9 +948,9 @@ def check(cluster: Cluster, load: LoadGen | None, *, settle_s: float = 30.0,
         unacked = [rec for rec in everything.values()
                    if (rec["legs"]["A"].get("caller_id_name") or "").startswith(load.scenario)
                    and rec["id"] not in accepted]
-        if load.conn_errors or load.unavailable:
+        if load.conn_errors or load.unavailable or load.key_busy:
             report.notes.append(f"client retries: {load.conn_errors} conn errors, "
-                                f"{load.unavailable}x503")
+                                f"{load.unavailable}x503, {load.key_busy}x409")
         if dups:
             report.notes.append(f"duplicate callbacks from retried POSTs: {sum(dups.values()) - len(dups)}")
         if unacked:
