@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import support
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
@@ -107,11 +108,4 @@ class Receiver:
 
 def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
     """Poll ``check`` (bounded) until it returns something true; that value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s}s: {what}")
-        gevent.sleep(0.02)
+    return support.wait_until(check, timeout_s, what, interval_s=0.02)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import gevent
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "freeswitch"
@@ -63,3 +68,17 @@ def esl_target() -> EslTarget | None:
         return None
     host, port, password = raw.split(":", 2)
     return EslTarget(host, int(port), password)
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float, what: str,
+               interval_s: float = 0.05) -> Any:
+    """Poll ``pred`` until it returns something truthy (that value); AssertionError naming
+    ``what`` after ``timeout_s``. The one bounded wait of the tests' helpers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout_s}s: {what}")
+        gevent.sleep(interval_s)

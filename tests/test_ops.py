@@ -14,13 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import gevent
 import pytest
+import support
 from procs import terminate_group
 from prometheus_client.parser import text_string_to_metric_families
 from stack import SEED, Stack
@@ -74,14 +73,7 @@ def total(samples: Samples, name: str) -> float:
 
 def wait_until(probe: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
     """Poll ``probe`` until it returns something true; that value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        gevent.sleep(0.05)
+    return support.wait_until(probe, timeout_s, what)
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ from typing import Any
 import gevent
 import gevent.pool
 import redis
+import support
 from fscli import FsCliView
 from gevent.event import Event as GEvent
 from gevent.lock import Semaphore
@@ -155,14 +156,7 @@ def slug(name: str) -> str:
 def wait_until(pred: Callable[[], Any], timeout_s: float, what: str,
                interval_s: float = 0.1) -> Any:
     """Poll ``pred`` until it returns something truthy; AssertionError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        gevent.sleep(interval_s)
+    return support.wait_until(pred, timeout_s, what, interval_s)
 
 
 # ---- processes ----------------------------------------------------------------------------
