@@ -600,7 +600,12 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=STAGES,
                         help="run only this stage (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the logs and traces")
+    parser.add_argument("--curve-rates", type=lambda v: tuple(int(r) for r in v.split(",")),
+                        help="the curve's offered rates, e.g. 100,300 (default: all)")
     args = parser.parse_args()
+    if args.curve_rates:
+        global CURVE_RATES
+        CURVE_RATES = args.curve_rates
     last = [0.0]
 
     def progress(stage: str, done: int, total: int, info: dict[str, Any]) -> None:
