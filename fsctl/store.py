@@ -48,6 +48,7 @@ from .callback import Input, apply
 from .errors import StoreError
 from .model import CALLBACK_STATES, Callback, decode_json
 from .policy import destination
+from .redis_lane import Command, Lane
 from .webhooks.queue import Outbox, enqueue_lua
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,17 @@ def connect(url: str) -> redis.Redis:
                                 health_check_interval=15)
 
 
+class _Batch:
+    """Commands for :meth:`Lane.batch`, with the one pipeline method the webhook outbox
+    stages through (``eval``)."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def eval(self, script: str, numkeys: int, *args: Any) -> None:
+        self.commands.append(("EVAL", script, numkeys, *args))
+
+
 class Store:
     """Callback records and jobs in Redis."""
 
@@ -375,6 +387,8 @@ class Store:
         self._idem_begin = client.register_script(_IDEM_BEGIN)
         self._idem_release = client.register_script(_IDEM_RELEASE)
         self._swap = client.register_script(_SWAP)
+        self.lane = Lane(client)
+        """The connection of the hot path: record writes and compare-and-sets."""
         self.outbox = Outbox(client, self.keys, record_ttl_s)
         """Status webhooks: every record write enqueues the events the record reached."""
 
@@ -472,26 +486,28 @@ class Store:
         and acknowledge the jobs ``acks`` (of callbacks these records end) with them;
         ``outcomes`` (``<state>:<outcome>`` → how many more ended so) go into the shared
         counters in the same transaction."""
-        pipe = self.r.pipeline(transaction=True)
-        staged = [self._queue_save(pipe, cb, previous_state) for cb, previous_state in items]
+        batch = _Batch()
+        staged = [self._queue_save(batch, cb, previous_state) for cb, previous_state in items]
         if acks:
-            pipe.xack(self.keys.jobs, GROUP, *acks)
+            batch.commands.append(("XACK", self.keys.jobs, GROUP, *acks))
         for field, n in (outcomes or {}).items():
-            pipe.hincrby(self.keys.outcomes, field, n)
-        pipe.execute()
+            batch.commands.append(("HINCRBY", self.keys.outcomes, field, n))
+        self.lane.batch(batch.commands, transaction=True)
         self.outbox.committed(staged)
 
-    def _queue_save(self, pipe: Any, cb: Callback,
+    def _queue_save(self, batch: _Batch, cb: Callback,
                     previous_state: str | None) -> tuple[str, list[str]] | None:
-        """Queue the record's write (and its status webhooks') on ``pipe``; what the outbox
-        staged, for :meth:`Outbox.committed` once ``pipe`` ran."""
-        pipe.set(self.keys.callback(cb.id), _dump(cb), ex=self.record_ttl_s if cb.final else None)
+        """Add the record's write (and its status webhooks') to ``batch``; what the outbox
+        staged, for :meth:`Outbox.committed` once ``batch`` ran."""
+        cmds = batch.commands
+        key, raw = self.keys.callback(cb.id), _dump(cb)
+        cmds.append(("SET", key, raw, "EX", self.record_ttl_s) if cb.final else ("SET", key, raw))
         if cb.final:
-            pipe.zrem(self.keys.live(cb.owner), cb.id)
+            cmds.append(("ZREM", self.keys.live(cb.owner), cb.id))
         if previous_state is not None and previous_state != cb.state:
-            pipe.zrem(self.keys.state(previous_state), cb.id)
-            pipe.zadd(self.keys.state(cb.state), {cb.id: cb.created_at})
-        return self.outbox.stage(pipe, cb) if cb.status_callback else None
+            cmds.append(("ZREM", self.keys.state(previous_state), cb.id))
+            cmds.append(("ZADD", self.keys.state(cb.state), repr(cb.created_at), cb.id))
+        return self.outbox.stage(batch, cb) if cb.status_callback else None
 
     def restore(self, cb: Callback) -> bool:
         """Write a record a worker spooled while Redis was down; False when Redis's copy wins:
@@ -508,7 +524,10 @@ class Store:
                     if cur is not None and not cb.final and cur.updated_at > cb.updated_at:
                         return False
                     pipe.multi()
-                    staged = self._queue_save(pipe, cb, cur.state if cur else None)
+                    batch = _Batch()
+                    staged = self._queue_save(batch, cb, cur.state if cur else None)
+                    for command in batch.commands:
+                        pipe.execute_command(*command)
                     pipe.execute()
                     self.outbox.committed([staged])
                     return True
@@ -528,7 +547,7 @@ class Store:
         raw = known
         for _ in range(SWAP_ATTEMPTS):
             if raw is None:
-                raw = self.r.get(key)
+                raw = self.lane.call("GET", key)
                 if not raw:
                     return None, None
             cb = _load(raw)
@@ -556,7 +575,8 @@ class Store:
         raws: list[bytes | str | None] = [known for _, _, known in items]
         unknown = [i for i, raw in enumerate(raws) if raw is None]
         if unknown:
-            for i, raw in zip(unknown, self.r.mget([keys[i] for i in unknown]), strict=True):
+            for i, raw in zip(unknown, self.lane.call("MGET", *[keys[i] for i in unknown]),
+                              strict=True):
                 raws[i] = raw
         out: list[tuple[Callback | None, bytes | str | None]] = [(None, None)] * len(items)
         again: list[int] = []
@@ -602,18 +622,16 @@ class Store:
 
     def _swaps(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run the compare-and-set script for each (keys, args), in one round trip: EVALSHA
-        pipelined (redis-py's pipelined scripts would add a SCRIPT EXISTS round trip), the
-        script loaded again if Redis lost it (a restart)."""
-        if len(calls) <= 1:
-            return [self._swap(keys=keys, args=args) for keys, args in calls]
+        pipelined on the hot-path connection, the script loaded again if Redis lost it (a
+        restart: then every one was refused, none ran)."""
+        if not calls:
+            return []
         for _ in range(2):
-            pipe = self.r.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(self._swap.sha, len(keys), *keys, *args)
             try:
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:  # every one refused: none ran
-                self.r.script_load(_SWAP)
+                return self.lane.batch([("EVALSHA", self._swap.sha, len(keys), *keys, *args)
+                                        for keys, args in calls])
+            except redis.exceptions.NoScriptError:
+                self.lane.call("SCRIPT", "LOAD", _SWAP)
         raise redis.exceptions.NoScriptError("the compare-and-set script cannot be loaded")
 
     def end_queued(self, callback_id: str, event: Input) -> tuple[Callback | None, bool]:
