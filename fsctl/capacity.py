@@ -85,6 +85,10 @@ class Pacer:
         """One originate goes now."""
         self._next = max(self._next, now) + 1.0 / self.rate
 
+    def free(self, now: float, early_s: float) -> int:
+        """How many originates may go now, each at most ``early_s`` before its slot."""
+        return self.backlog(now, early_s) if self.delay(now) <= early_s else 0
+
     def backlog(self, now: float, horizon_s: float) -> int:
         """How many originates can go within ``horizon_s`` from now."""
         return max(0, math.floor((horizon_s - self.delay(now)) * self.rate) + 1)

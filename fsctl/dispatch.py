@@ -28,7 +28,7 @@ import gevent
 import redis
 from gevent.event import Event as GEvent
 
-from .callback import Action, Cancel, Expire, Redial, Start, apply
+from .callback import Action, Cancel, Expire, Originate, Redial, Start, apply, stamp
 from .capacity import SESSIONS_PER_CALLBACK, Budget, Pacer, budget, parse_status
 from .commands import uuid_exists
 from .errors import ESLError
@@ -207,22 +207,29 @@ class Dispatcher:
             self.w.stopping.wait(REDIS_RETRY_S)
 
     def _start(self, callback_ids: list[str]) -> None:
-        """Start claimed callbacks: Start (or Expire) applied to each record atomically."""
+        """Start claimed callbacks: Start (or Expire) applied to each record atomically.
+
+        The first legs whose pacer slots are free now are stamped "dialed" in that same
+        write, so their originates go right after it (no second write before the dial)."""
         w = self.w
         items: list[tuple[str, Callable[[Callback], bool], bytes | str | None]] = []
-        plans: list[tuple[Callback, list[Action]]] = []
+        plans: list[tuple[Callback, list[Action], list[str]]] = []
+        free = self.pacer.free(time.monotonic(), BATCH_EARLY_S)
         for callback_id in callback_ids:
             known = self._start_known.pop(callback_id, None)
             mine = w.live.get(callback_id)
             if mine is None or mine.final:
                 continue  # ended here meanwhile (a cancel this worker heard; written later)
             actions: list[Action] = []
-            items.append((callback_id, self._start_change(actions), known))
-            plans.append((mine, actions))
+            dials: list[str] = []
+            items.append((callback_id, self._start_change(actions, dials, free), known))
+            plans.append((mine, actions, dials))
+            free = max(0, free - 2)  # (a simultaneous callback dials two legs)
         if not items:
             return
         results = w.store.swap_many(items)
-        for (callback_id, _change, _known), (mine, actions), (fresh, _raw) in zip(
+        direct: list[tuple[Callback, str]] = []
+        for (callback_id, _change, _known), (mine, actions, dials), (fresh, _raw) in zip(
                 items, plans, results, strict=True):
             if fresh is None or not actions:
                 w.drop(callback_id)  # cancelled (or gone) before it was dialled
@@ -238,23 +245,38 @@ class Dispatcher:
                             "expired", fresh.id, w.clock() - fresh.created_at,
                             w.settings.queue_timeout_s)
             w.replace(fresh)
-            w.execute(fresh, actions)
+            w.execute(fresh, [a for a in actions
+                              if not (isinstance(a, Originate) and a.leg in dials)])
+            direct.extend((fresh, name) for name in dials)
+        if direct:
+            now = time.monotonic()
+            for _ in direct:
+                self.pacer.take(now)
+            self.sent += len(direct)
+            w.send_originates(direct, durable=True)
 
-    def _start_change(self, actions: list[Action]) -> Callable[[Callback], bool]:
+    def _start_change(self, actions: list[Action], dials: list[str], free: int
+                      ) -> Callable[[Callback], bool]:
         """The compare-and-set change that starts a queued callback of this worker's (or
-        expires it, queued too long); what it asks for goes to ``actions``."""
+        expires it, queued too long); what it asks for goes to ``actions``, and up to
+        ``free`` of its originates are stamped "dialed" (their names go to ``dials``)."""
         w = self.w
         timeout_s = w.settings.queue_timeout_s
 
         def start(cb: Callback) -> bool:
             actions.clear()
+            dials.clear()
             if cb.state != "queued" or cb.worker != w.name:
                 return False
             now = w.clock()
             if now - cb.created_at > timeout_s:
                 actions.extend(apply(cb, Expire(now)))
-            else:
-                actions.extend(apply(cb, Start(now)))
+                return True
+            actions.extend(apply(cb, Start(now)))
+            for action in actions:
+                if isinstance(action, Originate) and len(dials) < free:
+                    stamp(cb.legs[action.leg], "dialed", now)
+                    dials.append(action.leg)
             return True
 
         return start

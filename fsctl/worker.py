@@ -495,32 +495,39 @@ class Worker:
             if entry:
                 self.recorder.ack_later(entry)
 
-    def send_originates(self, batch: list[tuple[Callback, str]]) -> None:
+    def send_originates(self, batch: list[tuple[Callback, str]], durable: bool = False) -> None:
         """Send these legs' originates now (the dispatcher's slots): their records first, in
-        one write, then the commands, in one write; a failure ends only its own call."""
+        one write, then the commands, in one write; a failure ends only its own call.
+        ``durable``: their records, stamped "dialed", are in Redis already (the compare-and-
+        set that started them wrote them), so only the commands are sent."""
         ready: list[tuple[Callback, str, str]] = []
         for cb, name in batch:
             try:
-                ready.append((cb, name, self._prepare_originate(cb, name)))
+                if not durable:
+                    self.recorder.mark(cb)
+                    stamp(cb.legs[name], "dialed", self.clock())
+                ready.append((cb, name, self.originate_command(cb, name)))
             except InvalidValue as exc:
                 self.action_failed(cb, Originate(name), exc)
                 self._retire_if_over(cb)
         if not ready:
             return
-        # Durable before dialled: a worker that dies now leaves records saying "dialing",
-        # so whoever adopts a callback checks the channel instead of dialling again.
-        try:
-            self.recorder.save_now_many([cb for cb, _, _ in ready])
-        except redis.RedisError as exc:
-            # Not durable, so not dialled yet: retried as soon as Redis answers again (an
-            # answered leg keeps hearing ringback; its park_timeout bounds the wait).
+        if not durable:
+            # Durable before dialled: a worker that dies now leaves records saying
+            # "dialing", so whoever adopts a callback checks the channel instead of dialling
+            # again.
+            try:
+                self.recorder.save_now_many([cb for cb, _, _ in ready])
+            except redis.RedisError as exc:
+                # Not durable, so not dialled yet: retried as soon as Redis answers again (an
+                # answered leg keeps hearing ringback; its park_timeout bounds the wait).
+                for cb, name, _ in ready:
+                    self._retry_originates.add((cb.id, name))
+                    log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s",
+                                cb.id, name, exc)
+                return
             for cb, name, _ in ready:
-                self._retry_originates.add((cb.id, name))
-                log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s",
-                            cb.id, name, exc)
-            return
-        for cb, name, _ in ready:
-            self._retry_originates.discard((cb.id, name))
+                self._retry_originates.discard((cb.id, name))
         replies: list[str | ESLError] | list[FsctlError]
         try:
             replies = self.link.bgapi_many([(command, cb.legs[name].job_uuid)
@@ -534,8 +541,9 @@ class Worker:
                 log.info("callback %s: originate leg %s (%s)", cb.id, name, cb.legs[name].uuid)
             self._retire_if_over(cb)
 
-    def _prepare_originate(self, cb: Callback, name: str) -> str:
-        """Leg ``name``'s originate command, its record stamped "dialed" (not written yet)."""
+    def originate_command(self, cb: Callback, name: str) -> str:
+        """Leg ``name``'s originate command (built from validated values; raises
+        InvalidValue for one that is not allowed)."""
         leg, peer = cb.legs[name], cb.legs[other(name)]
         dial = commands.Dial(
             uuid=leg.uuid, callback_id=cb.id, leg=name, to=leg.to,
@@ -545,10 +553,7 @@ class Worker:
             park_timeout_s=peer.ring_timeout_s + self.settings.park_margin_s
             + int(THROTTLE_RETRY_TOTAL_S + 0.999),
         )
-        command = commands.originate(dial)
-        self.recorder.mark(cb)
-        stamp(leg, "dialed", self.clock())
-        return command
+        return commands.originate(dial)
 
     # -- persistence ----------------------------------------------------------------
 
