@@ -207,31 +207,26 @@ class Dispatcher:
             self.w.stopping.wait(REDIS_RETRY_S)
 
     def _start(self, callback_ids: list[str]) -> None:
-        """Start claimed callbacks: Start (or Expire) applied to each record atomically.
-
-        The first legs whose pacer slots are free now are stamped "dialed" in that same
-        write, so their originates go right after it (no second write before the dial)."""
+        """Start claimed callbacks: Start (or Expire) applied to each record atomically."""
         w = self.w
         items: list[tuple[str, Callable[[Callback], bool], bytes | str | None]] = []
-        plans: list[tuple[Callback, list[Action], list[str]]] = []
-        free = self.pacer.free(time.monotonic(), BATCH_EARLY_S)
-        for callback_id in callback_ids:
+        plans: list[tuple[Callback, StartPlan]] = []
+        quotas = self.dial_quotas(len(callback_ids), queued_first=True)
+        for callback_id, quota in zip(callback_ids, quotas, strict=True):
             known = self._start_known.pop(callback_id, None)
             mine = w.live.get(callback_id)
             if mine is None or mine.final:
                 continue  # ended here meanwhile (a cancel this worker heard; written later)
-            actions: list[Action] = []
-            dials: list[str] = []
-            items.append((callback_id, self._start_change(actions, dials, free), known))
-            plans.append((mine, actions, dials))
-            free = max(0, free - 2)  # (a simultaneous callback dials two legs)
+            plan = StartPlan(w, quota)
+            items.append((callback_id, plan.change, known))
+            plans.append((mine, plan))
         if not items:
             return
         results = w.store.swap_many(items)
         direct: list[tuple[Callback, str]] = []
-        for (callback_id, _change, _known), (mine, actions, dials), (fresh, _raw) in zip(
+        for (callback_id, _change, _known), (mine, plan), (fresh, _raw) in zip(
                 items, plans, results, strict=True):
-            if fresh is None or not actions:
+            if fresh is None or not plan.actions:
                 w.drop(callback_id)  # cancelled (or gone) before it was dialled
                 continue
             if mine.final:
@@ -240,43 +235,69 @@ class Dispatcher:
                 w.replace(fresh)
                 w.feed(fresh, Cancel(ts=w.clock()))
                 continue
-            if fresh.outcome == "expired":
-                log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): "
-                            "expired", fresh.id, w.clock() - fresh.created_at,
-                            w.settings.queue_timeout_s)
-            w.replace(fresh)
-            w.execute(fresh, [a for a in actions
-                              if not (isinstance(a, Originate) and a.leg in dials)])
-            direct.extend((fresh, name) for name in dials)
-        if direct:
-            now = time.monotonic()
-            for _ in direct:
-                self.pacer.take(now)
-            self.sent += len(direct)
-            w.send_originates(direct, durable=True)
+            self.started(fresh, plan, direct)
+        self.dial_started(direct)
 
-    def _start_change(self, actions: list[Action], dials: list[str], free: int
-                      ) -> Callable[[Callback], bool]:
-        """The compare-and-set change that starts a queued callback of this worker's (or
-        expires it, queued too long); what it asks for goes to ``actions``, and up to
-        ``free`` of its originates are stamped "dialed" (their names go to ``dials``)."""
+    def dial_quotas(self, count: int, queued_first: bool = False) -> list[int]:
+        """How many originates each of ``count`` callbacks started now may send at once,
+        stamped "dialed" in the write that starts it: the pacer slots free now, one each to
+        the first ones. None while legs of callbacks under way wait for their slots (they
+        go first), nor, unless ``queued_first``, while claimed callbacks wait to start."""
+        if self._legs or (self._starts and not queued_first) or self.w.draining.is_set():
+            return [0] * count
+        free = self.pacer.free(time.monotonic(), BATCH_EARLY_S)
+        return [1 if i < free else 0 for i in range(count)]
+
+    def started(self, fresh: Callback, plan: StartPlan,
+                direct: list[tuple[Callback, str]]) -> None:
+        """``fresh`` was just written started (or expired) by ``plan``'s change: carry out
+        what it asked; the legs it stamped "dialed" go to ``direct``."""
         w = self.w
-        timeout_s = w.settings.queue_timeout_s
+        if fresh.outcome == "expired":
+            log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): "
+                        "expired", fresh.id, w.clock() - fresh.created_at,
+                        w.settings.queue_timeout_s)
+        w.replace(fresh)
+        w.execute(fresh, [a for a in plan.actions
+                          if not (isinstance(a, Originate) and a.leg in plan.dials)])
+        direct.extend((fresh, name) for name in plan.dials)
 
-        def start(cb: Callback) -> bool:
-            actions.clear()
-            dials.clear()
-            if cb.state != "queued" or cb.worker != w.name:
-                return False
-            now = w.clock()
-            if now - cb.created_at > timeout_s:
-                actions.extend(apply(cb, Expire(now)))
-                return True
-            actions.extend(apply(cb, Start(now)))
-            for action in actions:
-                if isinstance(action, Originate) and len(dials) < free:
-                    stamp(cb.legs[action.leg], "dialed", now)
-                    dials.append(action.leg)
+    def dial_started(self, direct: list[tuple[Callback, str]]) -> None:
+        """Send the originates of legs whose records were written "dialed" (each in its
+        pacer slot, which is free now: :meth:`dial_quotas`)."""
+        if not direct:
+            return
+        now = time.monotonic()
+        for _ in direct:
+            self.pacer.take(now)
+        self.sent += len(direct)
+        self.w.send_originates(direct, durable=True)
+
+
+class StartPlan:
+    """The compare-and-set change that starts a queued callback of this worker's (or
+    expires it, queued too long): what it asks for goes to :attr:`actions`, and up to
+    ``quota`` of its originates are stamped "dialed" in the same write (:attr:`dials`)."""
+
+    def __init__(self, worker: Worker, quota: int) -> None:
+        self.w = worker
+        self.quota = quota
+        self.actions: list[Action] = []
+        self.dials: list[str] = []
+
+    def change(self, cb: Callback) -> bool:
+        w = self.w
+        self.actions.clear()
+        self.dials.clear()
+        if cb.state != "queued" or cb.worker != w.name:
+            return False
+        now = w.clock()
+        if now - cb.created_at > w.settings.queue_timeout_s:
+            self.actions.extend(apply(cb, Expire(now)))
             return True
-
-        return start
+        self.actions.extend(apply(cb, Start(now)))
+        for action in self.actions:
+            if isinstance(action, Originate) and len(self.dials) < self.quota:
+                stamp(cb.legs[action.leg], "dialed", now)
+                self.dials.append(action.leg)
+        return True

@@ -15,6 +15,7 @@ import redis
 from marshmallow import ValidationError
 
 from . import schemas
+from .dispatch import StartPlan
 from .errors import PolicyDenied
 from .model import Callback
 from .store import Refused
@@ -71,23 +72,36 @@ class Intake:
         if not claims:
             return
         self.claiming.update(callback_id for callback_id, _, _ in claims)
+        # The first ones the node has pacer slots for now are also started, and their first
+        # originate's record written, in the claim's own write (one write, not three).
+        plans = [StartPlan(self.w, quota) if quota else None
+                 for quota in self.w.dispatcher.dial_quotas(len(claims))]
         try:
-            results = self.w.store.swap_many([(callback_id, self._claim_change(entry_id), None)
-                                              for callback_id, entry_id, _ in claims])
+            results = self.w.store.swap_many([
+                (callback_id, self._claim_change(entry_id, plan), None)
+                for (callback_id, entry_id, _), plan in zip(claims, plans, strict=True)])
         except redis.RedisError as exc:
             log.warning("jobs %s: redis failed, left pending: %s",
                         ", ".join(entry_id for _, entry_id, _ in claims), exc)
             return
         finally:
             self.claiming.difference_update(callback_id for callback_id, _, _ in claims)
-        for (callback_id, entry_id, fields), (cb, raw) in zip(claims, results, strict=True):
+        direct: list[tuple[Callback, str]] = []
+        for (callback_id, entry_id, fields), (cb, raw), plan in zip(claims, results, plans,
+                                                                   strict=True):
             try:
+                if cb is not None and plan is not None and plan.actions:
+                    log.info("callback %s: claimed job %s and started", cb.id, entry_id)
+                    self.w.adopt(cb, entry_id)
+                    self.w.dispatcher.started(cb, plan, direct)
+                    continue
                 self._claimed(callback_id, entry_id, fields, cb, raw)
             except redis.RedisError as exc:
                 log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
             except Exception as exc:
                 log.exception("job %s: unexpected error", entry_id)
                 self.w.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
+        self.w.dispatcher.dial_started(direct)
 
     def _callback_of(self, entry_id: str, fields: dict[str, str]) -> str | None:
         """The callback a job stands for, None when there is nothing to claim (it is live
@@ -103,17 +117,24 @@ class Intake:
             return None
         return callback_id
 
-    def _claim_change(self, entry_id: str) -> Callable[[Callback], bool]:
+    def _claim_change(self, entry_id: str, start: StartPlan | None = None
+                      ) -> Callable[[Callback], bool]:
+        """The claim's change; with ``start``, a queued callback is started in it too."""
         node, core, name = self.w.link.node, self.w.link.core_uuid, self.w.name
 
         def claim(cb: Callback) -> bool:
+            if start is not None:
+                start.actions.clear()
+                start.dials.clear()
             if cb.final:
                 return False
             if cb.state == "queued":
-                cb.node, cb.core_uuid = node, core  # started later, when it can be dialled
+                cb.node, cb.core_uuid = node, core  # started when it can be dialled
             elif cb.node != node:
                 return False  # live on another FreeSWITCH: only that node's worker adopts it
             cb.worker, cb.job_id = name, entry_id
+            if start is not None and cb.state == "queued":
+                start.change(cb)
             return True
 
         return claim
