@@ -43,6 +43,11 @@ class ESLDisconnected(ESLError):
     """The event socket is not connected (or dropped while a command waited)."""
 
 
+class ESLNotSent(ESLDisconnected):
+    """The command was never written: the event socket was gone already (safe to send
+    again once it is back, unlike a command cut off after it was written)."""
+
+
 class AuthFailed(ESLError):
     """FreeSWITCH refused the password or the user."""
 

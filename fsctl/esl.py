@@ -33,6 +33,7 @@ from .errors import (
     AuthFailed,
     ESLDisconnected,
     ESLError,
+    ESLNotSent,
     ESLTimeout,
     InvalidValue,
     ProtocolError,
@@ -129,7 +130,7 @@ class _Connection(greenswitch.InboundESL):
         try:
             with self._write_lock:
                 if self.lost_reason is not None or self.sock is None:
-                    raise ESLDisconnected(self.lost_reason or "not connected")
+                    raise ESLNotSent(self.lost_reason or "not connected")
                 self._commands_sent.extend(results)
                 try:
                     self.sock.sendall(datas[0] if len(datas) == 1 else b"".join(datas))
@@ -318,7 +319,7 @@ class ESLClient:
         response bodies. A later command runs even if an earlier one failed."""
         datas = [wire.format_command(f"api {command}") for command in commands]
         if not self._conn.established:
-            raise ESLDisconnected(self._conn.lost_reason or "not connected")
+            raise ESLNotSent(self._conn.lost_reason or "not connected")
         frames = self._conn.request_many(
             datas, self.command_timeout_s if timeout_s is None else timeout_s)
         return [_reply_text(frame) for frame in frames]
@@ -344,7 +345,7 @@ class ESLClient:
         datas = [wire.format_command(f"bgapi {command}", {"Job-UUID": job_uuid})
                  for command, job_uuid in jobs]
         if not self._conn.established:
-            raise ESLDisconnected(self._conn.lost_reason or "not connected")
+            raise ESLNotSent(self._conn.lost_reason or "not connected")
         frames = self._conn.request_many(
             datas, self.command_timeout_s if timeout_s is None else timeout_s)
         out: list[str | ESLError] = []
@@ -416,7 +417,7 @@ class ESLClient:
                  timeout_s: float | None) -> wire.Frame:
         data = wire.format_command(text, headers)  # UnsafeCommand before any I/O
         if not self._conn.established:
-            raise ESLDisconnected(self._conn.lost_reason or "not connected")
+            raise ESLNotSent(self._conn.lost_reason or "not connected")
         timeout = self.command_timeout_s if timeout_s is None else timeout_s
         return self._conn.request(data, timeout)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import gevent
 from gevent.event import Event as GEvent
 
-from .errors import ESLDisconnected, ESLError
+from .errors import ESLError, ESLNotSent
 from .esl import ESLClient
 from .events import EVENT_FILTERS, SUBSCRIBED_EVENTS
 from .settings import Settings
@@ -78,10 +78,10 @@ class NodeLink:
         return self._commands().bgapi_many(jobs)
 
     def _commands(self) -> ESLClient:
-        """The command connection, or ESLDisconnected while the node is down."""
+        """The command connection, or ESLNotSent while the node is down."""
         conn = self.cmds
         if conn is None or not self.up.is_set():
-            raise ESLDisconnected(f"FreeSWITCH {self.node} is not connected")
+            raise ESLNotSent(f"FreeSWITCH {self.node} is not connected")
         return conn
 
     # -- the loop -------------------------------------------------------------------

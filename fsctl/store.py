@@ -389,6 +389,7 @@ class Store:
         self._swap = client.register_script(_SWAP)
         self.lane = Lane(client)
         """The connection of the hot path: record writes and compare-and-sets."""
+        self._jobs_lane = Lane(client)  # the job loop's blocking reads, on their own
         self.outbox = Outbox(client, self.keys, record_ttl_s)
         """Status webhooks: every record write enqueues the events the record reached."""
 
@@ -728,10 +729,12 @@ class Store:
                 raise
 
     def read_jobs(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]:
-        reply = self.r.xreadgroup(GROUP, consumer, {self.keys.jobs: ">"}, count=count, block=block_ms)
-        if not reply:
-            return []
-        return [(entry_id, fields) for _stream, entries in reply for entry_id, fields in entries]
+        """New jobs for ``consumer`` (waiting up to ``block_ms`` for one)."""
+        reply = self._jobs_lane.call("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count,
+                                     "BLOCK", block_ms, "STREAMS", self.keys.jobs, ">")
+        streams = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3: a map
+        return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+                for _stream, entries in streams for entry_id, flat in entries]
 
     def own_pending(self, consumer: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
         """Jobs this consumer name had claimed but not acknowledged (e.g. before a crash)."""
@@ -826,6 +829,11 @@ class Store:
 
     def cancel_requested(self, callback_id: str) -> bool:
         return bool(self.r.exists(self.keys.cancel(callback_id)))
+
+    def control_tail(self) -> str:
+        """The id of the control stream's last entry ("0-0" while it has none)."""
+        last = self.r.xrevrange(self.keys.control, count=1)
+        return str(last[0][0]) if last else "0-0"
 
     def read_control(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
         reply = self.r.xread({self.keys.control: last_id}, block=block_ms, count=100)

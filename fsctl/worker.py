@@ -51,7 +51,7 @@ from .callback import (
 )
 from .commander import Commander
 from .dispatch import Dispatcher
-from .errors import ESLError, FsctlError, InvalidValue
+from .errors import ESLDisconnected, ESLError, ESLNotSent, FsctlError, InvalidValue
 from .events import ChannelFact, JobFact, translate
 from .intake import Intake
 from .model import Callback, other
@@ -378,9 +378,13 @@ class Worker:
                 log.warning("worker %s: expiring queued callbacks failed: %s", self.name, exc)
 
     def _control_loop(self) -> None:
-        last = "$"
+        # Read on from the stream's tail as it was at the start, by entry id (never "$"
+        # again): a cancel announced while a read failed (Redis restarting) is read next.
+        last: str | None = None
         while not self.stopping.is_set():
             try:
+                if last is None:
+                    last = self.store.control_tail()
                 entries = self.store.read_control(last, 1000)
             except redis.RedisError as exc:
                 log.warning("worker %s: control read failed: %s", self.name, exc)
@@ -532,6 +536,22 @@ class Worker:
         try:
             replies = self.link.bgapi_many([(command, cb.legs[name].job_uuid)
                                             for cb, name, command in ready])
+        except ESLNotSent as exc:
+            # Never written (FreeSWITCH went away meanwhile): dialled once it is back (the
+            # dispatcher waits for the link), as for Redis above; never dialled twice.
+            for cb, name, _ in ready:
+                self._retry_originates.add((cb.id, name))
+                log.warning("callback %s: leg %s not dialled yet, FreeSWITCH unavailable: %s",
+                            cb.id, name, exc)
+            return
+        except ESLDisconnected as exc:
+            # Written, and the connection dropped before the reply: FreeSWITCH may or may
+            # not have the command. Not a failed dial: the reconcile after the reconnect (or
+            # the sweeper, past the dial grace) finds the channel or declares the leg lost.
+            for cb, name, _ in ready:
+                log.warning("callback %s: leg %s's originate was cut off by a disconnect: "
+                            "left to the reconcile: %s", cb.id, name, exc)
+            return
         except (ESLError, InvalidValue) as exc:
             replies = [exc] * len(ready)
         for (cb, name, _), reply in zip(ready, replies, strict=True):
