@@ -16,7 +16,7 @@ from flask import Flask, Response, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import schemas
+from . import redisio, schemas
 from .auth import OPEN, Principal, authenticate
 from .callback import Cancel
 from .errors import PolicyDenied, StoreError, UrlRefused
@@ -110,6 +110,7 @@ def read_json_body(max_bytes: int, max_depth: int) -> Any:
 def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     """The fsctl API application."""
     app = Flask("fsctl")
+    redisio.install()  # each command's readiness check without a trip through the hub
     store = Store(client or connect(settings.redis_url), settings.redis_prefix,
                   settings.record_ttl_s)
     app.extensions["fsctl.store"] = store
