@@ -11,6 +11,7 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 import redis
 from flask import Flask, Response, g, request
 from marshmallow import ValidationError
@@ -68,9 +69,26 @@ def request_fingerprint(body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _json(obj: Any, code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    resp = Response(json.dumps(obj, separators=(",", ":")), status=code,
-                    mimetype="application/json")
+def compact_json(obj: Any) -> bytes:
+    """``json.dumps(obj, separators=(",", ":"))``, encoded, written by orjson when orjson
+    writes the same: its output is taken when it is ASCII (json escapes any other character)
+    and anything orjson refuses (a non-string key, a lone surrogate, a huge int) goes to
+    json. For documents whose floats are timestamps and durations: orjson writes NaN as
+    null and a float below 1e-4 without an exponent, json as NaN and with one."""
+    try:
+        out = orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError
+        out = b""
+    if out and out.isascii():
+        return out
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _json(obj: Any, code: int = 200, headers: dict[str, str] | None = None,
+          body: bytes | None = None) -> Response:
+    """A JSON response of ``obj`` (or of ``body``, ``obj`` already written)."""
+    resp = Response(json.dumps(obj, separators=(",", ":")) if body is None else body,
+                    status=code, mimetype="application/json")
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -158,6 +176,8 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
     @app.before_request
     def _known_query_parameters() -> None:
         """Refuse what an endpoint does not read, rather than ignore a misspelt filter."""
+        if not request.query_string:
+            return  # none given
         if request.endpoint is None:
             return  # no such route or method: routing answers 404 / 405
         try:
@@ -278,9 +298,12 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
             log.info("callback refused for %s: %s", who.name or "open", exc)
             raise ApiError(429, str(exc), {"limit": exc.reason},
                            {"Retry-After": str(exc.retry_after_s)}) from None
-        log.info("callback %s: accepted (%s, first %s, owner %s)", cb.id, cb.mode, cb.first,
-                 who.name, extra=callback_fields(cb.id, {n: leg.uuid for n, leg in cb.legs.items()}))
-        return _json(schemas.present(cb), 202, {"Location": f"{BASE}/{cb.id}"})
+        if log.isEnabledFor(logging.INFO):
+            log.info("callback %s: accepted (%s, first %s, owner %s)", cb.id, cb.mode, cb.first,
+                     who.name,
+                     extra=callback_fields(cb.id, {n: leg.uuid for n, leg in cb.legs.items()}))
+        return _json(None, 202, {"Location": f"{BASE}/{cb.id}"},
+                     body=compact_json(schemas.present(cb)))
 
     def replay(callback_id: str) -> Response:
         """A retried request: the answer of the first, with the callback as it is now."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -102,6 +102,23 @@ class CallbackRequestSchema(Schema):
 REQUEST_SCHEMA = CallbackRequestSchema()
 
 
+def random_uuid_hexes(n: int) -> list[str]:
+    """``n`` random version-4 UUIDs as 32 hex digits, as ``uuid.uuid4().hex`` makes them (the
+    version and variant bits set alike), from one ``os.urandom`` call."""
+    raw = bytearray(os.urandom(16 * n))
+    for i in range(0, 16 * n, 16):
+        raw[i + 6] = raw[i + 6] & 0x0F | 0x40  # version 4
+        raw[i + 8] = raw[i + 8] & 0x3F | 0x80  # RFC 4122 variant
+    digits = raw.hex()
+    return [digits[i:i + 32] for i in range(0, 32 * n, 32)]
+
+
+def dashed(uuid_hex: str) -> str:
+    """32 hex digits as a UUID's string form (``str(uuid.UUID(hex=...))``)."""
+    h = uuid_hex
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | None = None,
                    callback_id: str | None = None, now: float | None = None,
                    allowed_routes: frozenset[str] | None = None) -> Callback:
@@ -115,6 +132,7 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
     errors: dict[str, Any] = {}
     denied: dict[str, Any] = {}
     legs: dict[str, Leg] = {}
+    ids = random_uuid_hexes(5)  # the callback's, and each leg's channel UUID and Job-UUID
     for name, peer in (("A", "B"), ("B", "A")):
         spec, peer_spec = request[f"leg_{name}"], request[f"leg_{peer}"]
         try:
@@ -141,15 +159,15 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
             caller_id_name=spec.get("caller_id_name"),
             route=route,
             ring_timeout_s=spec.get("ring_timeout", settings.ring_timeout_s),
-            uuid=str(uuid.uuid4()),
-            job_uuid=str(uuid.uuid4()),
+            uuid=dashed(ids[1] if name == "A" else ids[3]),
+            job_uuid=dashed(ids[2] if name == "A" else ids[4]),
         )
     if errors:
         raise ValidationError(errors)
     if denied:
         raise PolicyDenied("destination not allowed", denied)
     cb = Callback(
-        id=callback_id or uuid.uuid4().hex, legs=legs, mode=request["mode"],
+        id=callback_id or ids[0], legs=legs, mode=request["mode"],
         first=request["first"], created_at=now, updated_at=now, owner=owner,
         status_callback=request.get("status_callback"),
         status_events=list(request["status_events"]) if request.get("status_events") else None,

@@ -125,3 +125,17 @@ def test_raw_non_utf8_bytes_in_the_url_are_a_clear_4xx(api, target: bytes, code:
     status = int(reply.split(b" ", 2)[1])
     body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
     assert status == code and body["code"] == code, reply[:300]
+
+
+@pytest.mark.parametrize("doc", [
+    {"id": "x", "created_at": 1764612345.123456, "n": None, "ok": True, "legs": {"A": {"t": {}}}},
+    {"to": "caf\u00e9", "emoji": "\U0001f600"},  # json escapes these; orjson would not
+    {"errors": {0: ["int key"]}},  # orjson refuses a non-string key
+    {"lone": "\ud800"},  # nor a lone surrogate
+    {"big": 2 ** 70},
+    [1, 2.5, "a\"b\\c\n"],
+])
+def test_compact_json_is_what_json_writes(doc) -> None:
+    from fsctl.api import compact_json
+
+    assert compact_json(doc) == json.dumps(doc, separators=(",", ":")).encode()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from marshmallow import ValidationError
 
 from fsctl import settings as settings_mod
-from fsctl.schemas import REQUEST_SCHEMA, build_callback, present
+from fsctl.schemas import REQUEST_SCHEMA, build_callback, dashed, present, random_uuid_hexes
 
 SEED = {"leg_A": {"to": "1000123", "from": "1000125"}, "leg_B": {"to": "1000125", "from": "1000123"}}
 
@@ -84,3 +86,21 @@ def test_a_sip_destination_needs_an_explicit_caller_id_for_the_other_leg(tmp_pat
     req = REQUEST_SCHEMA.load({"leg_A": {"to": "1000123", "from": "1000125"}, "leg_B": sip_b})
     cb = build_callback(req, s)
     assert cb.legs["A"].from_ == "1000125" and cb.legs["B"].from_ == "1000123"
+
+
+def test_ids_are_random_version_4_uuids_as_uuid4_makes_them() -> None:
+    ids = random_uuid_hexes(2000)
+    assert len(set(ids)) == len(ids)
+    for h in ids:
+        u = uuid.UUID(hex=h)
+        assert (u.version, u.variant, u.hex) == (4, uuid.RFC_4122, h)
+        assert dashed(h) == str(u)
+
+
+def test_a_callback_has_five_distinct_ids() -> None:
+    cb = build_callback(REQUEST_SCHEMA.load({"leg_A": {"to": "1000123"}, "leg_B": {"to": "2000456"}}),
+                        settings_mod.load({}))
+    ids = [cb.id] + [x for leg in cb.legs.values() for x in (leg.uuid, leg.job_uuid)]
+    assert len(set(ids)) == 5
+    assert uuid.UUID(hex=cb.id).version == 4
+    assert all(str(uuid.UUID(x)) == x and uuid.UUID(x).version == 4 for x in ids[1:])

@@ -41,6 +41,8 @@ HTTP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 """Buckets of the API's request durations, in seconds."""
 NO_LABEL = "none"
 """Label value when there is none (no hangup cause, no SIP status, no outcome)."""
+CHILDREN_CACHED_MAX = 1000
+"""Most (method, route, status) label sets whose metric children the API keeps at hand."""
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set (by fsctl.ops.gunicorn_conf with several worker processes): prometheus_client keeps
 the counters in files there, and a scrape of any process adds up all of them."""
@@ -144,6 +146,8 @@ class ApiMetrics:
                                   buckets=HTTP_BUCKETS_S, registry=r)
         self.redis = RedisCollector(store)
         r.register(self.redis)
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        """(method, route, status) → its counter and histogram children (labels() once)."""
 
     def scrape_registry(self) -> CollectorRegistry:
         """What /metrics shows: this process's registry, or — several gunicorn processes
@@ -156,8 +160,15 @@ class ApiMetrics:
         return merged
 
     def observe(self, method: str, route: str, status: int, duration_s: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.duration.labels(method, route).observe(duration_s)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)),
+                        self.duration.labels(method, route))
+            if len(self._children) < CHILDREN_CACHED_MAX:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(duration_s)
 
 
 class RedisCollector:
