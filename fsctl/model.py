@@ -42,41 +42,61 @@ def _entry_text(entry: dict[str, Any]) -> str:
     return encode_json(entry).decode()
 
 
-class History:
-    """A callback's history, bounded, each entry kept as its JSON (a live callback holds
-    a few dozen; as dicts they were the biggest part of the worker's memory). Reads
-    give dicts; a record is written with the entries' JSON as it is."""
+_ENTRY_DECODER = json.JSONDecoder()
+"""Finds where an entry's JSON ends in a history's text (without re-encoding it)."""
 
-    __slots__ = ("_raw",)
-    _raw: list[str]
+
+class History:
+    """A callback's history, bounded, kept as the entries' JSON joined by commas: one str
+    per callback (a live callback holds a dozen or more entries; as dicts, and then as one
+    str each, they were the biggest part of the worker's memory). Reads give dicts; a
+    record is written with the entries' JSON as it is."""
+
+    __slots__ = ("_n", "_text")
+    _text: str
+    _n: int
 
     def __init__(self, entries: Iterable[dict[str, Any]] = ()) -> None:
-        self._raw = [_entry_text(entry) for entry in entries][-HISTORY_MAX:]
+        texts = [_entry_text(entry) for entry in entries][-HISTORY_MAX:]
+        self._text = ",".join(texts)
+        self._n = len(texts)
 
     def append(self, entry: dict[str, Any]) -> None:
-        raw = self._raw
-        raw.append(_entry_text(entry))
-        if len(raw) > HISTORY_MAX:
-            del raw[: len(raw) - HISTORY_MAX]
+        text = _entry_text(entry)
+        self._text = f"{self._text},{text}" if self._n else text
+        self._n += 1
+        if self._n > HISTORY_MAX:
+            self._drop_oldest(self._n - HISTORY_MAX)
+
+    def _drop_oldest(self, count: int) -> None:
+        """Cut the first ``count`` entries off the text (each one's end found by decoding it)."""
+        text, at = self._text, 0
+        for _ in range(count):
+            _entry, at = _ENTRY_DECODER.raw_decode(text, at)
+            at += 1  # the comma after it
+        self._text = text[at:]
+        self._n -= count
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return self._n
+
+    def _entries(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = decode_json(f"[{self._text}]")
+        return entries
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (decode_json(raw) for raw in self._raw)
+        return iter(self._entries())
 
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
     @overload
     def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
     def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        if isinstance(i, slice):
-            return [decode_json(raw) for raw in self._raw[i]]
-        return decode_json(self._raw[i])
+        return self._entries()[i]
 
     def fragment(self) -> orjson.Fragment:
         """The entries as one JSON array, for orjson to write without decoding them."""
-        return orjson.Fragment("[" + ",".join(self._raw) + "]")
+        return orjson.Fragment(f"[{self._text}]")
 
 
 _SHARED = ("owner", "worker", "node", "core_uuid", "mode", "first", "state", "outcome")
