@@ -443,6 +443,8 @@ class Worker:
         else:
             actions = apply(cb, event)
         self.execute(cb, actions)
+        if cb.state == "bridged":
+            cb.history.pack()  # nothing changes until the hangup: kept small meanwhile
 
     # -- actions --------------------------------------------------------------------
 
