@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -42,41 +43,102 @@ def _entry_text(entry: dict[str, Any]) -> str:
     return encode_json(entry).decode()
 
 
-class History:
-    """A callback's history, bounded, each entry kept as its JSON (a live callback holds
-    a few dozen; as dicts they were the biggest part of the worker's memory). Reads
-    give dicts; a record is written with the entries' JSON as it is."""
+_ENTRY_DECODER = json.JSONDecoder()
+"""Finds where an entry's JSON ends in a history's text (without re-encoding it)."""
+_PACK_WBITS = -11
+"""Packed histories are raw deflate with a 2 KiB window (a history is ~1 KB; zlib's default
+32 KiB window takes ten times as long to set up)."""
+_PACK_MEM_LEVEL = 4
+"""zlib's memLevel for packing (its hash table: 8 KiB)."""
+_PACK_ZDICT = (
+    b'{"ts":1700000000.1,"event":"leg","leg":"A","state":"early"},'
+    b'{"ts":1700000000.1,"event":"job","leg":"B","result":"+OK "},'
+    b'{"ts":1700000000.1,"event":"leg","leg":"A","state":"dialing"},'
+    b'{"ts":1700000000.1,"event":"leg","leg":"B","state":"ringing"},'
+    b'{"ts":1700000000.1,"event":"state","state":"waiting"},'
+    b'{"ts":1700000000.1,"event":"leg","leg":"A","state":"answered"},'
+    b'{"ts":1700000000.1,"event":"leg","leg":"B","state":"bridged"},'
+    b'{"ts":1700000000.1,"event":"state","state":"bridged"}'
+)
+"""zlib preset dictionary of typical entries, so that the first ones compress too (packed
+histories live in memory only: this may change freely)."""
 
-    __slots__ = ("_raw",)
-    _raw: list[str]
+
+def _pack(text: str) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, _PACK_WBITS, _PACK_MEM_LEVEL,
+                              zlib.Z_DEFAULT_STRATEGY, _PACK_ZDICT)
+    return packer.compress(text.encode("utf-8", "surrogatepass")) + packer.flush()
+
+
+def _unpack(packed: bytes) -> str:
+    unpacker = zlib.decompressobj(_PACK_WBITS, _PACK_ZDICT)
+    return (unpacker.decompress(packed) + unpacker.flush()).decode("utf-8", "surrogatepass")
+
+
+class History:
+    """A callback's history, bounded, kept as the entries' JSON joined by commas: one str
+    per callback (a live callback holds a dozen or more entries; as dicts, and then as one
+    str each, they were the biggest part of the worker's memory), or that text compressed
+    while the callback waits (:meth:`pack`). Reads give dicts; a record is written with the
+    entries' JSON as it is."""
+
+    __slots__ = ("_n", "_text")
+    _text: str | bytes
+    """The entries' JSON joined by commas; bytes: that text packed."""
+    _n: int
 
     def __init__(self, entries: Iterable[dict[str, Any]] = ()) -> None:
-        self._raw = [_entry_text(entry) for entry in entries][-HISTORY_MAX:]
+        texts = [_entry_text(entry) for entry in entries][-HISTORY_MAX:]
+        self._text = ",".join(texts)
+        self._n = len(texts)
 
     def append(self, entry: dict[str, Any]) -> None:
-        raw = self._raw
-        raw.append(_entry_text(entry))
-        if len(raw) > HISTORY_MAX:
-            del raw[: len(raw) - HISTORY_MAX]
+        text = _entry_text(entry)
+        self._text = f"{self.text},{text}" if self._n else text
+        self._n += 1
+        if self._n > HISTORY_MAX:
+            self._drop_oldest(self._n - HISTORY_MAX)
+
+    def pack(self) -> None:
+        """Keep the entries compressed until the next one (~1 KB → ~0.2 KB): for a callback
+        that will not change for a while, a bridged call. Reads and writes stay the same."""
+        if isinstance(self._text, str) and self._text:
+            self._text = _pack(self._text)
+
+    @property
+    def text(self) -> str:
+        """The entries' JSON joined by commas (unpacked on the fly when packed)."""
+        return self._text if isinstance(self._text, str) else _unpack(self._text)
+
+    def _drop_oldest(self, count: int) -> None:
+        """Cut the first ``count`` entries off the text (each one's end found by decoding it)."""
+        text, at = self.text, 0
+        for _ in range(count):
+            _entry, at = _ENTRY_DECODER.raw_decode(text, at)
+            at += 1  # the comma after it
+        self._text = text[at:]
+        self._n -= count
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return self._n
+
+    def _entries(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = decode_json(f"[{self.text}]")
+        return entries
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (decode_json(raw) for raw in self._raw)
+        return iter(self._entries())
 
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
     @overload
     def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
     def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        if isinstance(i, slice):
-            return [decode_json(raw) for raw in self._raw[i]]
-        return decode_json(self._raw[i])
+        return self._entries()[i]
 
     def fragment(self) -> orjson.Fragment:
         """The entries as one JSON array, for orjson to write without decoding them."""
-        return orjson.Fragment("[" + ",".join(self._raw) + "]")
+        return orjson.Fragment(f"[{self.text}]")
 
 
 _SHARED = ("owner", "worker", "node", "core_uuid", "mode", "first", "state", "outcome")

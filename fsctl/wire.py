@@ -219,7 +219,8 @@ class FrameReader:
                 self._pending = headers
             if len(self._buf) < self._need:
                 return frames
-            body = bytes(self._buf[: self._need])
+            with memoryview(self._buf) as view:  # one copy (a bytearray slice is another)
+                body = bytes(view[: self._need])
             del self._buf[: self._need]
             headers, self._pending = self._pending, None
             frames.append(make_frame(headers, body))

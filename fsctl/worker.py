@@ -267,6 +267,8 @@ class Worker:
         if old is not None and old is not cb:
             self._forget(old)
         self.adopt(cb, None)
+        if cb.job_id is not None and self.entries.get(cb.id) == cb.job_id:
+            self.entries[cb.id] = cb.job_id  # one copy of the entry id per live callback
         self.recorder.replace(cb)
 
     def reindex(self, cb: Callback, name: str, uuid: str, job_uuid: str) -> None:
@@ -445,6 +447,8 @@ class Worker:
         else:
             actions = apply(cb, event)
         self.execute(cb, actions)
+        if cb.state == "bridged":
+            cb.history.pack()  # nothing changes until the hangup: kept small meanwhile
 
     # -- actions --------------------------------------------------------------------
 
