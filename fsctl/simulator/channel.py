@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from . import sofia_vars
 from .config import Behaviour
-from .events import ASCII_ENCODING, Segment, VarPairs, encode_value, make_segment, now_us
+from .events import Segment, VarPairs, cached_encoding, encode_value, make_segment, now_us
 
 if TYPE_CHECKING:
     from .model import Job
@@ -103,11 +103,9 @@ class Channel:
     def update_vars(self, values: dict[str, str]) -> None:
         self.vars.update(values)
         lines = self._var_lines
-        table = ASCII_ENCODING
-        for name, value in values.items():
-            # encode_value(), inlined: this runs for every variable of every leg
-            encoded = value.translate(table) if value.isascii() else encode_value(value)
-            lines[name] = f"variable_{name}: {encoded}\n"
+        cached, encode = cached_encoding, encode_value
+        for name, value in values.items():  # runs for every variable of every leg
+            lines[name] = f"variable_{name}: {cached(value) or encode(value)}\n"
         self._vars_seg = None
 
     def del_vars(self, *names: str) -> None:
