@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 60.0
 """Longest the timer greenlet sleeps with nothing due (a new earlier timer wakes it)."""
+BATCH_S = 0.002
+"""Longest the timer greenlet runs due timers before it lets the connections' greenlets
+run: timers due together (both legs of a call answer) go out in one write, yet a burst
+of due timers cannot hold the commands back for long."""
 
 
 class Timer:
@@ -76,12 +80,19 @@ class TimerQueue:
             runner.kill(block=False)
 
     def _run(self) -> None:
-        heap, wake = self._heap, self._wake
+        heap, wake, clock = self._heap, self._wake, time.monotonic
+        batch_end = 0.0
         while True:
-            wait = heap[0].due - time.monotonic() if heap else IDLE_WAIT_S
+            now = clock()
+            wait = heap[0].due - now if heap else IDLE_WAIT_S
             if wait > 0:
                 wake.clear()
                 wake.wait(wait)
+                batch_end = clock() + BATCH_S
+                continue
+            if now > batch_end:
+                gevent.sleep(0)  # due timers must not starve the connections' greenlets
+                batch_end = clock() + BATCH_S
                 continue
             timer = heapq.heappop(heap)
             fn, args = timer.fn, timer.args
@@ -92,5 +103,3 @@ class TimerQueue:
                 fn(*args)
             except Exception:
                 log.exception("simulator timer %s failed", getattr(fn, "__name__", fn))
-            if len(heap) > 0 and heap[0].due <= time.monotonic():
-                gevent.sleep(0)  # due timers must not starve the connections' greenlets
