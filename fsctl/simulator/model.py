@@ -503,6 +503,9 @@ class CallModel(AppsMixin):
                 partner.destroy_vars["bridge_hangup_cause"] = cause
             partner.bridged = False
             self.hangup(partner, "NORMAL_CLEARING")
+        # bridged legs refer to each other: without that cycle a call that ended is freed
+        # at once, instead of by the garbage collector's full collections
+        ch.other = None
 
     def _unbridge(self, ch: Channel, cause: str) -> None:
         other = ch.other
