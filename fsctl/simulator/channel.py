@@ -326,7 +326,7 @@ class Channel:
     def vars_segment(self) -> Segment:
         """Every channel variable; each one's header line is encoded once, when it is set."""
         if self._vars_seg is None:
-            self._vars_seg = ("".join(self._var_lines.values()), VarPairs(dict(self.vars)))
+            self._vars_seg = ("".join(self._var_lines.values()), VarPairs(self.vars))
         return self._vars_seg
 
     def segments(self, with_vars: bool, before: list[tuple[str, str]] | None = None,

@@ -39,8 +39,10 @@ class Pairs(list[tuple[str, str]]):
 
 
 class VarPairs:
-    """The ``variable_*`` headers of one snapshot of a channel's variables: iterated only
-    for JSON and uuid_dump, looked up by filters straight from the snapshot."""
+    """The ``variable_*`` headers of a channel's variables: iterated only for JSON and
+    uuid_dump, looked up by filters straight from the channel's own dict, not a copy (an
+    event is filtered and encoded as it is published, before any variable changes; a
+    change makes the channel a new segment)."""
 
     __slots__ = ("_vars",)
 

@@ -180,7 +180,8 @@ class CallModel(AppsMixin):
                                   int(delay_ms) / 1000 if delay_ms.isdigit() else 0.0, None)
         else:
             behaviour = self.sim.config.behaviour_for(req.dial)
-        temp = str(uuidlib.uuid4())
+        # a null leg is created under a uuid of its own, then renamed (CHANNEL_UUID)
+        temp = ouuid if ouuid and req.endpoint != "null" else str(uuidlib.uuid4())
         ch = Channel(temp, req.dial, req.destination, req.endpoint, variables, behaviour, job)
         ch.app, ch.app_data = (req.app, req.app_arg) if req.extension is None else ("park", "")
         self.sim.limits.created(len(self.channels) + 1)
