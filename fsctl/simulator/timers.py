@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 60.0
 """Longest the timer greenlet sleeps with nothing due (a new earlier timer wakes it)."""
+SLACK_S = 0.001
+"""How late a timer may run: the timer greenlet wakes this long after the first due timer,
+so that timers due within a millisecond of each other (both legs of a call answer, their
+originates return) run in one wake-up and their events go out in one write."""
 BATCH_S = 0.002
 """Longest the timer greenlet runs due timers before it lets the connections' greenlets
 run: timers due together (both legs of a call answer) go out in one write, yet a burst
@@ -106,6 +110,7 @@ class TimerQueue:
             now = clock()
             wait = heap[0][0] - now if heap else IDLE_WAIT_S
             if wait > 0:
+                wait += SLACK_S
                 wake.clear()
                 wake.wait(wait)
                 batch_end = clock() + BATCH_S
