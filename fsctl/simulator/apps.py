@@ -29,9 +29,13 @@ class AppsMixin:
         def hangup(self, ch: Channel, cause: str, sip_vars: dict[str, str] | None = None,
                    job_early: bool = False) -> None: ...
 
+        def unheard(self, name: str) -> bool: ...
+
     def _exec(self, ch: Channel, app: str, data: str) -> None:
         if app != "uuid_bridge":  # an API, not a dialplan application: not the last_app
             ch.last_app, ch.last_arg = app, data
+        if self.unheard("CHANNEL_EXECUTE"):
+            return
         after = [("Application", app)]
         if data:
             after.append(("Application-Data", data))
@@ -40,6 +44,8 @@ class AppsMixin:
         self.emit(ch, "CHANNEL_EXECUTE", True, after=after)
 
     def _exec_complete(self, ch: Channel, app: str, data: str, response: str) -> None:
+        if self.unheard("CHANNEL_EXECUTE_COMPLETE"):
+            return
         after = [("Application", app)]
         if data:
             after.append(("Application-Data", data))

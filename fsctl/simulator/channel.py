@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING
 
 from . import sofia_vars
 from .config import Behaviour
-from .events import ASCII_ENCODING, Segment, VarPairs, encode_value, make_segment, now_us
+from .events import (
+    Pairs,
+    Segment,
+    VarPairs,
+    cached_encoding,
+    encode_value,
+    make_segment,
+    now_us,
+)
 
 if TYPE_CHECKING:
     from .model import Job
@@ -24,6 +33,22 @@ CALLSTATE_NUMBERS = {
 }
 _STATE_SEGMENTS: dict[tuple[str, str], Segment] = {}
 _ANSWER_SEGMENTS: dict[tuple[str, str | None], Segment] = {}
+_TIMES = ("Profile-Created-Time", "Channel-Created-Time", "Channel-Answered-Time",
+          "Channel-Progress-Time", "Channel-Progress-Media-Time", "Channel-Hangup-Time",
+          "Channel-Transfer-Time", "Channel-Resurrect-Time", "Channel-Bridged-Time",
+          "Channel-Last-Hold", "Channel-Hold-Accum", "Screen-Bit", "Privacy-Hide-Name",
+          "Privacy-Hide-Number")
+"""The last headers of a caller profile (after its prefix), in FreeSWITCH's order."""
+
+
+@functools.cache
+def _times_names(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}-{name}" for name in _TIMES)
+
+
+_CALLER_TIMES = _times_names("Caller")
+_CALLER_TIMES_FORMAT = "".join(f"{name}: {{}}\n" for name in _CALLER_TIMES)
+"""The Caller-* times' header lines, for str.format()."""
 _TIME_FIELDS = ("answered", "progress", "progress_media", "hangup", "transfer", "resurrect",
                 "bridged")
 
@@ -55,6 +80,7 @@ class Channel:
         self.write_codec = False  # the write codec is set too (the CODEC event that sets it)
         self.is_sip = not self.is_null  # every other endpoint is answered as a SIP far end
         self.sip: dict[str, str] = {}  # per-call SIP values (sipcall.call_fields)
+        self.sip_encoded: dict[str, str] = {}  # the same, URL-encoded (sipcall.encoded_fields)
         self.phases = sofia_vars.DEFAULT  # its sofia profile's templates (sipcall.phases_for)
         self.early_media = False  # a 183 with SDP came before any answer
         self.network_addr: str | None = None  # the far end's address, once it has answered
@@ -91,7 +117,8 @@ class Channel:
         self.park_timer: Timer | None = None  # park_timeout's, while parked
         self._id_seg: Segment | None = None
         self._codec_seg: Segment | None = None
-        self._caller_seg: Segment | None = None
+        self._caller_seg: Segment | None = None  # the caller profile's ids
+        self._times_seg: Segment | None = None  # and its times
         self._vars_seg: Segment | None = None
         self._other_seg: Segment | None = None
 
@@ -100,15 +127,17 @@ class Channel:
     def set_var(self, name: str, value: str) -> None:
         self.update_vars({name: value})
 
-    def update_vars(self, values: dict[str, str]) -> None:
+    def update_vars(self, values: dict[str, str], lines: dict[str, str] | None = None) -> None:
+        """Set ``values``; ``lines``, when given, holds their header lines already."""
         self.vars.update(values)
-        lines = self._var_lines
-        table = ASCII_ENCODING
-        for name, value in values.items():
-            # encode_value(), inlined: this runs for every variable of every leg
-            encoded = value.translate(table) if value.isascii() else encode_value(value)
-            lines[name] = f"variable_{name}: {encoded}\n"
         self._vars_seg = None
+        if lines is not None:
+            self._var_lines.update(lines)
+            return
+        lines = self._var_lines
+        cached, encode = cached_encoding, encode_value
+        for name, value in values.items():  # runs for every variable of every leg
+            lines[name] = f"variable_{name}: {cached(value) or encode(value)}\n"
 
     def del_vars(self, *names: str) -> None:
         for name in names:
@@ -123,7 +152,7 @@ class Channel:
     def mark_time(self, field: str) -> int:
         ts = now_us()
         self.times[field] = ts
-        self._caller_seg = None
+        self._times_seg = None
         return ts
 
     def set_codec(self, name: str, rate: str, bit_rate: str, write: bool = True) -> None:
@@ -150,7 +179,7 @@ class Channel:
         self.transfer_source = source
         self.profile_index = 2
         self.profile_created_us = created_us
-        self._caller_seg = None
+        self._caller_seg = self._times_seg = None
 
     def set_ids(self, cid: tuple[str, str] | None = None,
                 callee: tuple[str, str] | None = None) -> None:
@@ -235,6 +264,11 @@ class Channel:
     def caller_pairs(self, prefix: str, own: bool = True) -> list[tuple[str, str]]:
         """The caller profile as ``<prefix>-*`` headers (Caller-* or, ``own`` False, the
         Other-Leg-* block, which has no Transfer-Source nor Profile-Index)."""
+        times = zip(_times_names(prefix), self._times_values(), strict=True)
+        return self._profile_pairs(prefix, own) + list(times)
+
+    def _profile_pairs(self, prefix: str, own: bool) -> list[tuple[str, str]]:
+        """The caller profile's ids (everything before its times)."""
         cid_name, cid_num, callee_name, callee_num = self.ids()
         pairs = [(f"{prefix}-Direction", "outbound"),
                  (f"{prefix}-Logical-Direction", self.logical_direction)]
@@ -261,28 +295,26 @@ class Channel:
         pairs += [(f"{prefix}-Context", "default"), (f"{prefix}-Channel-Name", self.name)]
         if own:
             pairs.append((f"{prefix}-Profile-Index", str(self.profile_index)))
-        pairs += [
-            (f"{prefix}-Profile-Created-Time", str(self.profile_created_us)),
-            (f"{prefix}-Channel-Created-Time", str(self.created_us)),
-            (f"{prefix}-Channel-Answered-Time", str(self.times["answered"])),
-            (f"{prefix}-Channel-Progress-Time", str(self.times["progress"])),
-            (f"{prefix}-Channel-Progress-Media-Time", str(self.times["progress_media"])),
-            (f"{prefix}-Channel-Hangup-Time", str(self.times["hangup"])),
-            (f"{prefix}-Channel-Transfer-Time", "0"),
-            (f"{prefix}-Channel-Resurrect-Time", "0"),
-            (f"{prefix}-Channel-Bridged-Time", str(self.times["bridged"])),
-            (f"{prefix}-Channel-Last-Hold", "0"),
-            (f"{prefix}-Channel-Hold-Accum", "0"),
-            (f"{prefix}-Screen-Bit", "true"),
-            (f"{prefix}-Privacy-Hide-Name", "false"),
-            (f"{prefix}-Privacy-Hide-Number", "false"),
-        ]
         return pairs
 
-    def caller_segment(self) -> Segment:
+    def _times_values(self) -> tuple[str, ...]:
+        """The values of the caller profile's :data:`_TIMES` headers: digits and words
+        that need no URL encoding."""
+        t = self.times
+        return (str(self.profile_created_us), str(self.created_us), str(t["answered"]),
+                str(t["progress"]), str(t["progress_media"]), str(t["hangup"]), "0", "0",
+                str(t["bridged"]), "0", "0", "true", "false", "false")
+
+    def caller_segments(self) -> tuple[Segment, Segment]:
+        """The Caller-* headers, as two segments: its ids, then its times (which change
+        more often)."""
         if self._caller_seg is None:
-            self._caller_seg = make_segment(self.caller_pairs("Caller"))
-        return self._caller_seg
+            self._caller_seg = make_segment(self._profile_pairs("Caller", True))
+        if self._times_seg is None:
+            values = self._times_values()
+            self._times_seg = (_CALLER_TIMES_FORMAT.format(*values),
+                               Pairs(zip(_CALLER_TIMES, values, strict=True)))
+        return self._caller_seg, self._times_seg
 
     def other_segment(self) -> Segment | None:
         if self.other is None:
@@ -294,7 +326,7 @@ class Channel:
     def vars_segment(self) -> Segment:
         """Every channel variable; each one's header line is encoded once, when it is set."""
         if self._vars_seg is None:
-            self._vars_seg = ("".join(self._var_lines.values()), VarPairs(dict(self.vars)))
+            self._vars_seg = ("".join(self._var_lines.values()), VarPairs(self.vars))
         return self._vars_seg
 
     def segments(self, with_vars: bool, before: list[tuple[str, str]] | None = None,
@@ -308,7 +340,7 @@ class Channel:
         if codec is not None:
             out.append(codec)
         if with_caller:
-            out.append(self.caller_segment())
+            out += self.caller_segments()
             other = self.other_segment()
             if other is not None:
                 out.append(other)

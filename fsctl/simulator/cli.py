@@ -159,7 +159,8 @@ def main(argv: list[str]) -> int:
                        heartbeat_s=args.heartbeat, numbers=numbers,
                        sessions_per_second=args.sessions_per_second,
                        max_sessions=args.max_sessions)
-    sim = Simulator(config, host=args.host, port=args.port, password=password, trace=trace)
+    sim = Simulator(config, host=args.host, port=args.port, password=password, trace=trace,
+                    keep_commands=False)
     if command_log is not None:
         attach_command_log(sim, command_log)
     try:

@@ -60,6 +60,7 @@ class Connection:
         self.event_names: set[str] = set()
         self.format = "plain"
         self.filters: list[tuple[str, str]] = []
+        self._match_order: list[tuple[str, str]] = []  # the filters, cheapest to test first
         self._out: list[bytes] = []
         self._held: list[bytes] | None = None
         self._queued = 0
@@ -99,7 +100,7 @@ class Connection:
         if self.allowed_events is not None and ev.name not in self.allowed_events:
             return False
         if self.filters:
-            for header, value in self.filters:
+            for header, value in self._match_order:
                 for got in ev.values(header):
                     if got == value or (len(value) > 2 and value[0] == value[-1] == "/"
                                         and re.search(value[1:-1], got)):
@@ -137,7 +138,7 @@ class Connection:
                     data = b"".join(self._out)
                     self._out.clear()
                     self._queued = 0
-                    self.sock.sendall(data)
+                    self._send_all(data)
                 if self._closing and not self._out:
                     break
         except OSError as exc:
@@ -148,6 +149,13 @@ class Connection:
             if self._reader is not None and self._reader is not gevent.getcurrent():
                 self._reader.kill(block=False)
             self.sim.forget(self)
+
+    def _send_all(self, data: bytes) -> None:
+        """socket.sendall() without gevent's SO_SNDBUF query (a syscall) on every write."""
+        view = memoryview(data)
+        sent = self.sock.send(view)
+        while sent < len(view):
+            sent += self.sock.send(view[sent:])
 
     # ---- inbound -------------------------------------------------------------------------
 
@@ -268,6 +276,11 @@ class Connection:
         self.sim.subscriptions_changed()
         self.send(encode_reply(f"+OK event listener enabled {self.format}"))
 
+    def _filters_changed(self) -> None:
+        """Filters are ORed: testing ``variable_*`` ones first (a dict lookup, where a
+        header is a scan) gives the same answer sooner."""
+        self._match_order = sorted(self.filters, key=lambda f: not f[0].startswith("variable_"))
+
     def _filter(self, rest: str) -> None:
         name, _, value = rest.partition(" ")
         if name.lower() == "delete":
@@ -277,9 +290,11 @@ class Connection:
             else:
                 self.filters = [(h, v) for h, v in self.filters
                                 if not (h == target and (not tval or v == tval))]
+            self._filters_changed()
             self.send(encode_reply(f"+OK filter deleted. [{target}]=[{tval}]"))
         elif name and value:
             self.filters.append((name, value))
+            self._filters_changed()
             self.send(encode_reply(f"+OK filter added. [{name}]=[{value}]"))
         else:
             self.send(encode_reply("-ERR invalid syntax"))

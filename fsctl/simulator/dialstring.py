@@ -39,6 +39,8 @@ class OriginateRequest:
 
 def split_args(text: str) -> list[str]:
     """switch_separate_string(' '): spaces split, single quotes group, ``\\`` escapes."""
+    if "\\" not in text and "'" not in text:  # nothing quoted nor escaped (nearly always)
+        return [arg for arg in text.split(" ") if arg]
     args: list[str] = []
     cur: list[str] = []
     quoted = False
@@ -77,6 +79,8 @@ def split_args(text: str) -> list[str]:
 
 def split_vars(block: str, sep: str = ",") -> list[str]:
     """Split a variable block on ``sep``; ``\\<sep>`` is a literal, quotes group."""
+    if "'" not in block and "\\" + sep not in block:  # nothing quoted nor escaped
+        return [part for part in block.split(sep) if part]
     parts: list[str] = []
     cur: list[str] = []
     quoted = False
@@ -115,6 +119,9 @@ def parse_var_block(inner: str) -> dict[str, str]:
 def _take_block(text: str, open_ch: str, close_ch: str) -> tuple[str, str] | None:
     if not text.startswith(open_ch):
         return None
+    close = text.find(close_ch)
+    if close > 0 and text.find(open_ch, 1, close) == -1:  # not nested: the first close ends it
+        return text[1:close], text[close + 1 :]
     depth = 0
     for i, ch in enumerate(text):
         if ch == open_ch:
@@ -147,6 +154,8 @@ def parse_dial(dial: str) -> tuple[str, dict[str, str]]:
 
 
 def _first_target(text: str) -> str:
+    if "," not in text:
+        return text
     depth = 0
     for i, ch in enumerate(text):
         if ch == "[":

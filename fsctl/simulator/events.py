@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from email.utils import formatdate
@@ -38,8 +39,10 @@ class Pairs(list[tuple[str, str]]):
 
 
 class VarPairs:
-    """The ``variable_*`` headers of one snapshot of a channel's variables: iterated only
-    for JSON and uuid_dump, looked up by filters straight from the snapshot."""
+    """The ``variable_*`` headers of a channel's variables: iterated only for JSON and
+    uuid_dump, looked up by filters straight from the channel's own dict, not a copy (an
+    event is filtered and encoded as it is published, before any variable changes; a
+    change makes the channel a new segment)."""
 
     __slots__ = ("_vars",)
 
@@ -112,17 +115,40 @@ _CALLING: dict[str, tuple[str, str, str]] = {
 ASCII_ENCODING = str.maketrans({chr(b): url_encode(chr(b)) for b in range(0x80)
                                 if url_encode(chr(b)) != chr(b)})
 """Every ASCII character FreeSWITCH encodes, with its %XX: str.translate() does the work."""
+_ENCODED_CHAR = re.compile("[" + re.escape("".join(map(chr, ASCII_ENCODING))) + "]")
+"""Finds an ASCII character to encode (a search is quicker than a translate that finds none)."""
+
+ENCODED_MEMO_MAX = 16_384
+"""Distinct values kept with their encoding before the memo starts afresh."""
+
+_encoded: dict[str, str] = {}
+"""value -> its encoding: most values (templates, a leg's ids) are sent again and again,
+and str.translate() is slow on the values that have characters to encode (SDP, URIs)."""
+cached_encoding = _encoded.get
+"""``cached_encoding(v) or encode_value(v)``: the memo's lookup, for loops that inline it."""
+
+
+def encode_new(value: str) -> str:
+    """wire.url_encode(), at C speed for ASCII values (nearly all of them); for a value
+    sent with one call only (its tags, ports …), not memoised."""
+    if value.isascii():
+        return value.translate(ASCII_ENCODING) if _ENCODED_CHAR.search(value) else value
+    return url_encode(value)
 
 
 def encode_value(value: str) -> str:
-    """wire.url_encode(), at C speed for ASCII values (nearly all of them)."""
-    return value.translate(ASCII_ENCODING) if value.isascii() else url_encode(value)
+    """:func:`encode_new`, memoised."""
+    encoded = _encoded.get(value)
+    if encoded is None:
+        if len(_encoded) >= ENCODED_MEMO_MAX:
+            _encoded.clear()
+        encoded = _encoded[value] = encode_new(value)
+    return encoded
 
 
 def make_segment(pairs: list[tuple[str, str]]) -> Segment:
-    table = ASCII_ENCODING
-    text = "".join([f"{k}: {v.translate(table) if v.isascii() else url_encode(v)}\n"
-                    for k, v in pairs])
+    cached, encode = cached_encoding, encode_value
+    text = "".join([f"{k}: {cached(v) or encode(v)}\n" for k, v in pairs])
     return text, Pairs(pairs)
 
 
@@ -148,15 +174,21 @@ class OutEvent:
 
     def values(self, header: str) -> list[str]:
         """Every value of ``header`` (filters match any of them); a cached segment answers
-        from its own index, so a filter costs a few lookups, not a scan of every header."""
+        from its own index, so a filter costs a few lookups, not a scan of every header.
+        ``variable_*`` headers are only ever in the variables' segment (VarPairs)."""
         found = self._found.get(header)
         if found is None:
             found = []
-            for _, pairs in self.segments:
-                if type(pairs) is list:
-                    found += [v for k, v in pairs if k == header]
-                else:
-                    found += pairs.lookup(header)  # type: ignore[attr-defined]
+            if header.startswith("variable_"):
+                for _, pairs in self.segments:
+                    if type(pairs) is VarPairs:
+                        found += pairs.lookup(header)
+            else:
+                for _, pairs in self.segments:
+                    if type(pairs) is list:
+                        found += [v for k, v in pairs if k == header]
+                    elif type(pairs) is not VarPairs:
+                        found += pairs.lookup(header)  # type: ignore[attr-defined]
             self._found[header] = found
         return found
 

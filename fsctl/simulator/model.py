@@ -17,7 +17,7 @@ from .config import CAUSE_CODES, SIP_CAUSES, Behaviour, normalize_cause
 from .dialstring import ORIGINATE_USAGE, UsageError, parse_originate
 from .events import OutEvent, now_us
 from .limits import CANNOT_CREATE, REFUSED_CAUSE, SOFIA_ERROR
-from .sipcall import call_fields, phases_for, render
+from .sipcall import Rendered, call_fields, encoded_fields, phases_for, render, render_lines
 from .timers import TimerQueue
 
 if TYPE_CHECKING:
@@ -67,12 +67,22 @@ class CallModel(AppsMixin):
         segments += ch.segments(with_vars, before, after, with_caller)
         self.sim.publish(OutEvent(name, segments))
 
+    def unheard(self, name: str) -> bool:
+        """True when no connection listens to ``name``: the event is not built (nor what
+        goes in it), but it uses its sequence number all the same, as in FreeSWITCH."""
+        if self.sim.wants(name):
+            return False
+        self.sim.factory.next_seq()
+        return True
+
     def _state(self, ch: Channel, state: str) -> None:
         ch.state = state
         self.emit(ch, "CHANNEL_STATE", False)
 
     def _callstate(self, ch: Channel, new: str) -> None:
         old, ch.callstate = ch.callstate, new
+        if self.unheard("CHANNEL_CALLSTATE"):
+            return
         self.emit(ch, "CHANNEL_CALLSTATE", False,
                   before=[("Original-Channel-Call-State", old),
                           ("Channel-Call-State-Number", CALLSTATE_NUMBERS[new])])
@@ -170,7 +180,8 @@ class CallModel(AppsMixin):
                                   int(delay_ms) / 1000 if delay_ms.isdigit() else 0.0, None)
         else:
             behaviour = self.sim.config.behaviour_for(req.dial)
-        temp = str(uuidlib.uuid4())
+        # a null leg is created under a uuid of its own, then renamed (CHANNEL_UUID)
+        temp = ouuid if ouuid and req.endpoint != "null" else str(uuidlib.uuid4())
         ch = Channel(temp, req.dial, req.destination, req.endpoint, variables, behaviour, job)
         ch.app, ch.app_data = (req.app, req.app_arg) if req.extension is None else ("park", "")
         self.sim.limits.created(len(self.channels) + 1)
@@ -196,12 +207,13 @@ class CallModel(AppsMixin):
             if ouuid:
                 ch.rename(ouuid)
             ch.sip = call_fields(req.dial, req.destination, ch.cid_number)
+            ch.sip_encoded = encoded_fields(ch.sip)
             ch.phases = phases_for(ch.sip["profile"])
             ch.update_vars(corevars.sip_identity(ch, session_id))
-            ch.update_vars(render(ch.phases.create_before_request, ch.sip))
+            ch.update_vars(*self._sofia_vars(ch, ch.phases.create_before_request))
             ch.update_vars(variables)
             ch.update_vars(corevars.originate_result(ch))
-            ch.update_vars(render(ch.phases.create_after_request, ch.sip))
+            ch.update_vars(*self._sofia_vars(ch, ch.phases.create_after_request))
         self.channels[ch.uuid] = ch
         if self.sim.trace is not None:
             self.sim.trace.originate(received, ch.uuid, variables)
@@ -231,17 +243,25 @@ class CallModel(AppsMixin):
             else:
                 self._refuse(ch)
 
+    @staticmethod
+    def _sofia_vars(ch: Channel, template: sofia_vars.Template) -> Rendered:
+        """mod_sofia's variables of one phase of ``ch``, with their header lines."""
+        return render_lines(template, ch.sip, ch.sip_encoded)
+
     def _codec_events(self, ch: Channel, name: str, rate: str, bits: str) -> None:
         """CODEC (read codec set), then CODEC (write codec set); SIP legs add their profile."""
         sip = ch.is_sip
-        self.emit(ch, "CODEC", False, with_caller=sip, calling="CODEC_SIP" if sip else None,
-                  after=[(_CODEC_READ_AFTER.format("name"), name),
-                         (_CODEC_READ_AFTER.format("rate"), rate),
-                         (_CODEC_READ_AFTER.format("bit-rate"), bits)])
+        if not self.unheard("CODEC"):
+            self.emit(ch, "CODEC", False, with_caller=sip, calling="CODEC_SIP" if sip else None,
+                      after=[(_CODEC_READ_AFTER.format("name"), name),
+                             (_CODEC_READ_AFTER.format("rate"), rate),
+                             (_CODEC_READ_AFTER.format("bit-rate"), bits)])
         ch.set_codec(name, rate, bits)
-        self.emit(ch, "CODEC", False, with_caller=sip, calling="CODEC_WRITE",
-                  after=[("Channel-Write-Codec-Name", name), ("Channel-Write-Codec-Rate", rate),
-                         ("Channel-Write-codec-bit-rate", bits)])
+        if not self.unheard("CODEC"):
+            self.emit(ch, "CODEC", False, with_caller=sip, calling="CODEC_WRITE",
+                      after=[("Channel-Write-Codec-Name", name),
+                             ("Channel-Write-Codec-Rate", rate),
+                             ("Channel-Write-codec-bit-rate", bits)])
 
     def _provisional(self, ch: Channel) -> None:
         """The far end's provisional response: 183 with SDP (early media) or 180 Ringing."""
@@ -253,7 +273,7 @@ class CallModel(AppsMixin):
     def _ring(self, ch: Channel) -> None:
         """The far end's 180 Ringing."""
         ch.set_network_addr(ch.sip["far_host"])
-        ch.update_vars(render(ch.phases.ring, ch.sip))
+        ch.update_vars(*self._sofia_vars(ch, ch.phases.ring))
         ch.mark_time("progress")
         self.emit(ch, "CHANNEL_PROGRESS", True)
         self._callstate(ch, "RINGING")
@@ -263,7 +283,7 @@ class CallModel(AppsMixin):
         pre-answered (Answer-State early, call state EARLY) and its codec set, although the
         originate (ignore_early_media=true) waits on for the 200."""
         ch.set_network_addr(ch.sip["far_host"])
-        ch.update_vars(render(ch.phases.early_media, ch.sip))
+        ch.update_vars(*self._sofia_vars(ch, ch.phases.early_media))
         ch.update_vars(corevars.early_media())
         ch.early_media = True
         ch.answer_state = "early"
@@ -299,13 +319,12 @@ class CallModel(AppsMixin):
             return
         if ch.is_sip:  # the 200 OK and its SDP
             if ch.early_media:  # the codec came with the 183's SDP already
-                values = render(ch.phases.answer_after_early_media, ch.sip)
+                ch.update_vars(*self._sofia_vars(ch, ch.phases.answer_after_early_media))
             else:
                 ch.set_codec(*corevars.SIP_CODEC)
                 self._codec_events(ch, *corevars.SIP_CODEC)
-                values = render(ch.phases.answer, ch.sip)
-            values.update(corevars.codec_vars(corevars.SIP_CODEC))
-            ch.update_vars(values)
+                ch.update_vars(*self._sofia_vars(ch, ch.phases.answer))
+            ch.update_vars(corevars.codec_vars(corevars.SIP_CODEC))
         ch.answered = True
         ch.answer_state = "answered"
         ch.mark_time("answered")
@@ -485,6 +504,9 @@ class CallModel(AppsMixin):
                 partner.destroy_vars["bridge_hangup_cause"] = cause
             partner.bridged = False
             self.hangup(partner, "NORMAL_CLEARING")
+        # bridged legs refer to each other: without that cycle a call that ended is freed
+        # at once, instead of by the garbage collector's full collections
+        ch.other = None
 
     def _unbridge(self, ch: Channel, cause: str) -> None:
         other = ch.other

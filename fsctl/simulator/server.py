@@ -52,10 +52,13 @@ class Simulator:
     ``drop_connections()``, ``blackhole`` (keep sockets, answer nothing, send nothing),
     ``restart()`` (a crash: channels vanish silently, new Core-UUID, counters reset).
     ``trace`` (trace.py): when given, timing records of every channel are appended to it.
+    ``keep_commands`` False leaves ``commands`` empty (``fsctl simulate``: nobody reads it,
+    and it would keep every command of a long run in memory).
     """
 
     def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-                 password: str | None = None, trace: Trace | None = None) -> None:
+                 password: str | None = None, trace: Trace | None = None,
+                 keep_commands: bool = True) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ConfigError(f"the simulator listens on 127.0.0.1 only, not {host!r}")
         if not password:
@@ -67,6 +70,7 @@ class Simulator:
         self.port = 0
         self.blackhole = False
         self.trace = trace
+        self.keep_commands = keep_commands
         self.commands: list[ReceivedCommand] = []
         self.global_vars: dict[str, str] = {}
         self.core_uuid = str(uuidlib.uuid4())
@@ -175,7 +179,8 @@ class Simulator:
             self.subscriptions_changed()
 
     def record(self, conn_id: int, text: str, headers: dict[str, str]) -> None:
-        self.commands.append(ReceivedCommand(conn_id, text, dict(headers), time.time()))
+        if self.keep_commands:
+            self.commands.append(ReceivedCommand(conn_id, text, dict(headers), time.time()))
 
     # ---- events --------------------------------------------------------------------------
 

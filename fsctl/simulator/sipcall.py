@@ -11,8 +11,10 @@ from __future__ import annotations
 import random
 import string
 import uuid as uuidlib
+from typing import NamedTuple
 
 from . import sofia_vars
+from .events import encode_new, encode_value
 from .sofia_vars import Phases, Template
 
 DEFAULT_SIP_PORT = "5060"
@@ -96,6 +98,58 @@ def render(template: Template, fields: dict[str, str]) -> dict[str, str]:
     """The variables of one phase, in FreeSWITCH's order."""
     return {name: value.format_map(fields) if "{" in value else value
             for name, value in template}
+
+
+class Rendered(NamedTuple):
+    """One phase's variables, and the header line of each (as Channel.update_vars makes)."""
+
+    values: dict[str, str]
+    lines: dict[str, str]
+
+
+def encoded_fields(fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` with every value URL-encoded (what :func:`render_lines` fills in)."""
+    return {name: encode_new(value) for name, value in fields.items()}
+
+
+def _line_template(name: str, value: str) -> str:
+    """The header line of a templated variable, as a format string over *encoded* fields:
+    URL encoding maps each character on its own, so encoding the literal text once and each
+    field once per call gives the encoding of the whole value."""
+    parts = ["variable_", name.replace("{", "{{").replace("}", "}}"), ": "]
+    for literal, field, spec, conversion in string.Formatter().parse(value):
+        if spec or conversion:
+            raise ValueError(f"template of {name!r} has a format spec: {value!r}")
+        parts.append(encode_value(literal))  # encoded: no brace is left in it
+        if field is not None:
+            parts.append("{" + field + "}")
+    return "".join(parts) + "\n"
+
+
+LineTemplates = tuple[tuple[str, str, bool], ...]
+"""Per variable: (name, its line or, when it has fields, its line template, has fields)."""
+_LINE_TEMPLATES: dict[int, tuple[Template, LineTemplates]] = {}
+"""id() of a template -> (that template, its line templates)."""
+
+
+def _line_templates(template: Template) -> LineTemplates:
+    known = _LINE_TEMPLATES.get(id(template))
+    if known is not None and known[0] is template:
+        return known[1]
+    lines = tuple(
+        (name, _line_template(name, value), True) if "{" in value  # as render() decides
+        else (name, f"variable_{name}: {encode_value(value)}\n", False)
+        for name, value in template)
+    _LINE_TEMPLATES[id(template)] = (template, lines)
+    return lines
+
+
+def render_lines(template: Template, fields: dict[str, str],
+                 encoded: dict[str, str]) -> Rendered:
+    """:func:`render`, with the header lines (``encoded``: :func:`encoded_fields`)."""
+    lines = {name: line.format_map(encoded) if templated else line
+             for name, line, templated in _line_templates(template)}
+    return Rendered(render(template, fields), lines)
 
 
 def rtp_stats(phases: Phases, fields: dict[str, str], answered_us: int) -> dict[str, str]:

@@ -32,11 +32,17 @@ FLUSH_INTERVAL_S = 1.0
 MAX_BUFFERED = 20_000
 """Lines kept in memory before they are written without waiting for the interval."""
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_json_str = json.JSONEncoder(separators=(",", ":")).encode
+"""A string as JSON (what json.dumps() writes for it inside an object)."""
+
+
+def _json(value: str | None) -> str:
+    return "null" if value is None else _json_str(value)
 
 
 class Trace:
-    """Appends timing records to ``path`` (JSON lines, buffered)."""
+    """Appends timing records to ``path`` (JSON lines, buffered); each line is written as
+    json.dumps(record, separators=(",", ":")) would write it (a float's repr, as json's)."""
 
     def __init__(self, path: str, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.path = path
@@ -44,24 +50,26 @@ class Trace:
         self._fh: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115 - close()
         self._lines: list[str] = []
 
-    def _add(self, record: dict[str, object]) -> None:
-        self._lines.append(_dumps(record))
+    def _add(self, line: str) -> None:
+        self._lines.append(line)
         if len(self._lines) >= MAX_BUFFERED:
             self.flush()
 
     def originate(self, t: float, uuid: str, variables: dict[str, str]) -> None:
         """An originate received at ``t`` created channel ``uuid``."""
-        self._add({"ev": "originate", "t": t, "uuid": uuid,
-                   "cid": variables.get("fsctl_callback_id"), "leg": variables.get("fsctl_leg")})
+        self._add(f'{{"ev":"originate","t":{t!r},"uuid":{_json_str(uuid)},'
+                  f'"cid":{_json(variables.get("fsctl_callback_id"))},'
+                  f'"leg":{_json(variables.get("fsctl_leg"))}}}')
 
     def park(self, uuid: str) -> None:
-        self._add({"ev": "park", "t": time.time(), "uuid": uuid})
+        self._add(f'{{"ev":"park","t":{time.time()!r},"uuid":{_json_str(uuid)}}}')
 
     def bridge(self, a: str, b: str) -> None:
-        self._add({"ev": "bridge", "t": time.time(), "a": a, "b": b})
+        self._add(f'{{"ev":"bridge","t":{time.time()!r},"a":{_json_str(a)},"b":{_json_str(b)}}}')
 
     def hangup(self, uuid: str, cause: str) -> None:
-        self._add({"ev": "hangup", "t": time.time(), "uuid": uuid, "cause": cause})
+        self._add(f'{{"ev":"hangup","t":{time.time()!r},"uuid":{_json_str(uuid)},'
+                  f'"cause":{_json_str(cause)}}}')
 
     def flush(self) -> None:
         """Write every buffered line to the file."""
