@@ -31,7 +31,7 @@ from gevent.event import Event as GEvent
 from .callback import Action, Cancel, Expire, Originate, Redial, Start, apply, stamp
 from .capacity import SESSIONS_PER_CALLBACK, Budget, Pacer, budget, parse_status
 from .commands import uuid_exists
-from .errors import ESLError
+from .errors import ESLError, InvalidValue
 from .model import Callback
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class Dispatcher:
         if not items:
             return
         results = w.store.swap_many(items)
-        direct: list[tuple[Callback, str]] = []
+        direct: list[tuple[Callback, str, str]] = []
         for (callback_id, _change, _known), (mine, plan), (fresh, _raw) in zip(
                 items, plans, results, strict=True):
             if fresh is None or not plan.actions:
@@ -249,7 +249,7 @@ class Dispatcher:
         return [1 if i < free else 0 for i in range(count)]
 
     def started(self, fresh: Callback, plan: StartPlan,
-                direct: list[tuple[Callback, str]]) -> None:
+                direct: list[tuple[Callback, str, str]]) -> None:
         """``fresh`` was just written started (or expired) by ``plan``'s change: carry out
         what it asked; the legs it stamped "dialed" go to ``direct``."""
         w = self.w
@@ -260,30 +260,35 @@ class Dispatcher:
         w.replace(fresh)
         w.execute(fresh, [a for a in plan.actions
                           if not (isinstance(a, Originate) and a.leg in plan.dials)])
-        direct.extend((fresh, name) for name in plan.dials)
+        direct.extend((fresh, name, plan.dials[name]) for name in plan.dials)
 
-    def dial_started(self, direct: list[tuple[Callback, str]]) -> None:
+    def dial_started(self, direct: list[tuple[Callback, str, str]]) -> None:
         """Send the originates of legs whose records were written "dialed" (each in its
-        pacer slot, which is free now: :meth:`dial_quotas`)."""
+        pacer slot, which is free now: :meth:`dial_quotas`); not those of a callback that
+        ended meanwhile (a cancel heard while the claims of its batch were written)."""
+        direct = [(cb, name, command) for cb, name, command in direct
+                  if not cb.final and cb.legs[name].state == "dialing"]
         if not direct:
             return
         now = time.monotonic()
         for _ in direct:
             self.pacer.take(now)
         self.sent += len(direct)
-        self.w.send_originates(direct, durable=True)
+        self.w.send_prepared(direct)
 
 
 class StartPlan:
     """The compare-and-set change that starts a queued callback of this worker's (or
     expires it, queued too long): what it asks for goes to :attr:`actions`, and up to
-    ``quota`` of its originates are stamped "dialed" in the same write (:attr:`dials`)."""
+    ``quota`` of its originates are stamped "dialed" in the same write (:attr:`dials`: leg
+    → its originate command, built first: a leg whose command is refused is not stamped,
+    and fails as any other, through the dispatcher)."""
 
     def __init__(self, worker: Worker, quota: int) -> None:
         self.w = worker
         self.quota = quota
         self.actions: list[Action] = []
-        self.dials: list[str] = []
+        self.dials: dict[str, str] = {}
 
     def change(self, cb: Callback) -> bool:
         w = self.w
@@ -298,6 +303,10 @@ class StartPlan:
         self.actions.extend(apply(cb, Start(now)))
         for action in self.actions:
             if isinstance(action, Originate) and len(self.dials) < self.quota:
+                try:
+                    command = w.originate_command(cb, action.leg)
+                except InvalidValue:
+                    continue
                 stamp(cb.legs[action.leg], "dialed", now)
-                self.dials.append(action.leg)
+                self.dials[action.leg] = command
         return True

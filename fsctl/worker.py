@@ -503,39 +503,42 @@ class Worker:
             if entry:
                 self.recorder.ack_later(entry)
 
-    def send_originates(self, batch: list[tuple[Callback, str]], durable: bool = False) -> None:
+    def send_originates(self, batch: list[tuple[Callback, str]]) -> None:
         """Send these legs' originates now (the dispatcher's slots): their records first, in
-        one write, then the commands, in one write; a failure ends only its own call.
-        ``durable``: their records, stamped "dialed", are in Redis already (the compare-and-
-        set that started them wrote them), so only the commands are sent."""
+        one write, then the commands, in one write; a failure ends only its own call."""
         ready: list[tuple[Callback, str, str]] = []
         for cb, name in batch:
             try:
-                if not durable:
-                    self.recorder.mark(cb)
-                    stamp(cb.legs[name], "dialed", self.clock())
-                ready.append((cb, name, self.originate_command(cb, name)))
+                command = self.originate_command(cb, name)
             except InvalidValue as exc:
                 self.action_failed(cb, Originate(name), exc)
                 self._retire_if_over(cb)
+                continue
+            self.recorder.mark(cb)
+            stamp(cb.legs[name], "dialed", self.clock())
+            ready.append((cb, name, command))
         if not ready:
             return
-        if not durable:
-            # Durable before dialled: a worker that dies now leaves records saying
-            # "dialing", so whoever adopts a callback checks the channel instead of dialling
-            # again.
-            try:
-                self.recorder.save_now_many([cb for cb, _, _ in ready])
-            except redis.RedisError as exc:
-                # Not durable, so not dialled yet: retried as soon as Redis answers again (an
-                # answered leg keeps hearing ringback; its park_timeout bounds the wait).
-                for cb, name, _ in ready:
-                    self._retry_originates.add((cb.id, name))
-                    log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s",
-                                cb.id, name, exc)
-                return
+        # Durable before dialled: a worker that dies now leaves records saying "dialing",
+        # so whoever adopts a callback checks the channel instead of dialling again.
+        try:
+            self.recorder.save_now_many([cb for cb, _, _ in ready])
+        except redis.RedisError as exc:
+            # Not durable, so not dialled yet: retried as soon as Redis answers again (an
+            # answered leg keeps hearing ringback; its park_timeout bounds the wait).
             for cb, name, _ in ready:
-                self._retry_originates.discard((cb.id, name))
+                self._retry_originates.add((cb.id, name))
+                log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s",
+                            cb.id, name, exc)
+            return
+        for cb, name, _ in ready:
+            self._retry_originates.discard((cb.id, name))
+        self.send_prepared(ready)
+
+    def send_prepared(self, ready: list[tuple[Callback, str, str]]) -> None:
+        """Send these (callback, leg, originate command)s in one write: their records say
+        "dialed" in Redis already (written by :meth:`send_originates`, or by the
+        compare-and-set that started them)."""
         replies: list[str | ESLError] | list[FsctlError]
         try:
             replies = self.link.bgapi_many([(command, cb.legs[name].job_uuid)
