@@ -104,11 +104,9 @@ def cmd_worker(_: argparse.Namespace) -> int:
     import gevent.event
 
     from . import settings as settings_mod
-    from .allocator import fix_mmap_threshold
     from .store import Store, connect
     from .worker import Worker
 
-    fix_mmap_threshold()  # a sweep's big reply must not stay in the heap (fsctl.allocator)
     s = settings_mod.load()
     s.check_esl_password()
     worker = Worker(s, Store(connect(s.redis_url), s.redis_prefix, s.record_ttl_s))

@@ -30,6 +30,7 @@ import redis
 from gevent.event import Event as GEvent
 
 from . import commands
+from .allocator import Trimmer
 from .callback import (
     THROTTLE_RETRY_TOTAL_S,
     Action,
@@ -104,6 +105,7 @@ class Worker:
         self.link = NodeLink(settings, self.on_event, self._on_link_up, self._on_link_down,
                              self.dispatcher.on_status)
         self.recovery = Recovery(self)
+        self._trim = Trimmer()
         self.intake = Intake(self)
         self.live: dict[str, Callback] = {}
         self.by_uuid: dict[str, tuple[str, str]] = {}
@@ -361,6 +363,7 @@ class Worker:
                 self.store.prune_indexes(time.time())
                 if self.link.up.is_set():
                     self.recovery.sweep()
+                    self._trim()  # the sweep's big reply must not stay in the heap
             except (FsctlError, redis.RedisError, ValueError) as exc:
                 log.warning("worker %s: sweep failed: %s", self.name, exc)
             except Exception:
