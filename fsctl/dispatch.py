@@ -266,8 +266,16 @@ class Dispatcher:
         """Send the originates of legs whose records were written "dialed" (each in its
         pacer slot, which is free now: :meth:`dial_quotas`); not those of a callback that
         ended meanwhile (a cancel heard while the claims of its batch were written)."""
-        direct = [(cb, name, command) for cb, name, command in direct
-                  if not cb.final and cb.legs[name].state == "dialing"]
+        due: list[tuple[Callback, str, str]] = []
+        for cb, name, command in direct:
+            if cb.final or cb.legs[name].state != "dialing":
+                # Never dialled after all: its record must not say so (the write that ended
+                # it may not have gone yet; if it has, this one corrects it).
+                self.w.recorder.mark(cb)
+                cb.legs[name].times.pop("dialed", None)
+                continue
+            due.append((cb, name, command))
+        direct = due
         if not direct:
             return
         now = time.monotonic()
