@@ -86,7 +86,7 @@ class Intake:
             return
         finally:
             self.claiming.difference_update(callback_id for callback_id, _, _ in claims)
-        direct: list[tuple[Callback, str]] = []
+        direct: list[tuple[Callback, str, str]] = []
         for (callback_id, entry_id, fields), (cb, raw), plan in zip(claims, results, plans,
                                                                    strict=True):
             try:
