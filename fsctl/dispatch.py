@@ -28,10 +28,10 @@ import gevent
 import redis
 from gevent.event import Event as GEvent
 
-from .callback import Action, Cancel, Expire, Originate, Redial, Start, apply, stamp
+from .callback import Action, Cancel, Expire, Redial, Start, apply
 from .capacity import SESSIONS_PER_CALLBACK, Budget, Pacer, budget, parse_status
 from .commands import uuid_exists
-from .errors import ESLError, InvalidValue
+from .errors import ESLError
 from .model import Callback
 
 if TYPE_CHECKING:
@@ -211,19 +211,17 @@ class Dispatcher:
         w = self.w
         items: list[tuple[str, Callable[[Callback], bool], bytes | str | None]] = []
         plans: list[tuple[Callback, StartPlan]] = []
-        quotas = self.dial_quotas(len(callback_ids), queued_first=True)
-        for callback_id, quota in zip(callback_ids, quotas, strict=True):
+        for callback_id in callback_ids:
             known = self._start_known.pop(callback_id, None)
             mine = w.live.get(callback_id)
             if mine is None or mine.final:
                 continue  # ended here meanwhile (a cancel this worker heard; written later)
-            plan = StartPlan(w, quota)
+            plan = StartPlan(w)
             items.append((callback_id, plan.change, known))
             plans.append((mine, plan))
         if not items:
             return
         results = w.store.swap_many(items)
-        direct: list[tuple[Callback, str, str]] = []
         for (callback_id, _change, _known), (mine, plan), (fresh, _raw) in zip(
                 items, plans, results, strict=True):
             if fresh is None or not plan.actions:
@@ -235,73 +233,41 @@ class Dispatcher:
                 w.replace(fresh)
                 w.feed(fresh, Cancel(ts=w.clock()))
                 continue
-            self.started(fresh, plan, direct)
-        self.dial_started(direct)
+            self.started(fresh, plan)
 
-    def dial_quotas(self, count: int, queued_first: bool = False) -> list[int]:
-        """How many originates each of ``count`` callbacks started now may send at once,
-        stamped "dialed" in the write that starts it: the pacer slots free now, one each to
-        the first ones. None while legs of callbacks under way wait for their slots (they
-        go first), nor, unless ``queued_first``, while claimed callbacks wait to start."""
-        if self._legs or (self._starts and not queued_first) or self.w.draining.is_set():
-            return [0] * count
+    def start_now(self, count: int) -> list[bool]:
+        """Which of ``count`` callbacks being claimed may be started in their claim's own
+        write: as many as the pacer has slots free for now, none while legs of callbacks
+        under way or claimed callbacks wait (they go first). Their originates go through
+        the dispatcher as any other (each record written "dialed" before its command)."""
+        if self._legs or self._starts or self.w.draining.is_set():
+            return [False] * count
         free = self.pacer.free(time.monotonic(), BATCH_EARLY_S)
-        return [1 if i < free else 0 for i in range(count)]
+        return [i < free for i in range(count)]
 
-    def started(self, fresh: Callback, plan: StartPlan,
-                direct: list[tuple[Callback, str, str]]) -> None:
+    def started(self, fresh: Callback, plan: StartPlan) -> None:
         """``fresh`` was just written started (or expired) by ``plan``'s change: carry out
-        what it asked; the legs it stamped "dialed" go to ``direct``."""
+        what it asked."""
         w = self.w
         if fresh.outcome == "expired":
             log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): "
                         "expired", fresh.id, w.clock() - fresh.created_at,
                         w.settings.queue_timeout_s)
         w.replace(fresh)
-        w.execute(fresh, [a for a in plan.actions
-                          if not (isinstance(a, Originate) and a.leg in plan.dials)])
-        direct.extend((fresh, name, plan.dials[name]) for name in plan.dials)
-
-    def dial_started(self, direct: list[tuple[Callback, str, str]]) -> None:
-        """Send the originates of legs whose records were written "dialed" (each in its
-        pacer slot, which is free now: :meth:`dial_quotas`); not those of a callback that
-        ended meanwhile (a cancel heard while the claims of its batch were written)."""
-        due: list[tuple[Callback, str, str]] = []
-        for cb, name, command in direct:
-            if cb.final or cb.legs[name].state != "dialing":
-                # Never dialled after all: its record must not say so (the write that ended
-                # it may not have gone yet; if it has, this one corrects it).
-                self.w.recorder.mark(cb)
-                cb.legs[name].times.pop("dialed", None)
-                continue
-            due.append((cb, name, command))
-        direct = due
-        if not direct:
-            return
-        now = time.monotonic()
-        for _ in direct:
-            self.pacer.take(now)
-        self.sent += len(direct)
-        self.w.send_prepared(direct)
+        w.execute(fresh, plan.actions)
 
 
 class StartPlan:
     """The compare-and-set change that starts a queued callback of this worker's (or
-    expires it, queued too long): what it asks for goes to :attr:`actions`, and up to
-    ``quota`` of its originates are stamped "dialed" in the same write (:attr:`dials`: leg
-    → its originate command, built first: a leg whose command is refused is not stamped,
-    and fails as any other, through the dispatcher)."""
+    expires it, queued too long): what it asks for goes to :attr:`actions`."""
 
-    def __init__(self, worker: Worker, quota: int) -> None:
+    def __init__(self, worker: Worker) -> None:
         self.w = worker
-        self.quota = quota
         self.actions: list[Action] = []
-        self.dials: dict[str, str] = {}
 
     def change(self, cb: Callback) -> bool:
         w = self.w
         self.actions.clear()
-        self.dials.clear()
         if cb.state != "queued" or cb.worker != w.name:
             return False
         now = w.clock()
@@ -309,12 +275,4 @@ class StartPlan:
             self.actions.extend(apply(cb, Expire(now)))
             return True
         self.actions.extend(apply(cb, Start(now)))
-        for action in self.actions:
-            if isinstance(action, Originate) and len(self.dials) < self.quota:
-                try:
-                    command = w.originate_command(cb, action.leg)
-                except InvalidValue:
-                    continue
-                stamp(cb.legs[action.leg], "dialed", now)
-                self.dials[action.leg] = command
         return True

@@ -72,10 +72,10 @@ class Intake:
         if not claims:
             return
         self.claiming.update(callback_id for callback_id, _, _ in claims)
-        # The first ones the node has pacer slots for now are also started, and their first
-        # originate's record written, in the claim's own write (one write, not three).
-        plans = [StartPlan(self.w, quota) if quota else None
-                 for quota in self.w.dispatcher.dial_quotas(len(claims))]
+        # The first ones the node has pacer slots for now are also started in the claim's
+        # own write (one write, not two).
+        plans = [StartPlan(self.w) if now else None
+                 for now in self.w.dispatcher.start_now(len(claims))]
         try:
             results = self.w.store.swap_many([
                 (callback_id, self._claim_change(entry_id, plan), None)
@@ -86,14 +86,13 @@ class Intake:
             return
         finally:
             self.claiming.difference_update(callback_id for callback_id, _, _ in claims)
-        direct: list[tuple[Callback, str, str]] = []
         for (callback_id, entry_id, fields), (cb, raw), plan in zip(claims, results, plans,
                                                                    strict=True):
             try:
                 if cb is not None and plan is not None and plan.actions:
                     log.info("callback %s: claimed job %s and started", cb.id, entry_id)
                     self.w.adopt(cb, entry_id)
-                    self.w.dispatcher.started(cb, plan, direct)
+                    self.w.dispatcher.started(cb, plan)
                     continue
                 self._claimed(callback_id, entry_id, fields, cb, raw)
             except redis.RedisError as exc:
@@ -101,7 +100,6 @@ class Intake:
             except Exception as exc:
                 log.exception("job %s: unexpected error", entry_id)
                 self.w.store.dead_letter(entry_id, fields, f"internal error: {exc!r}")
-        self.w.dispatcher.dial_started(direct)
 
     def _callback_of(self, entry_id: str, fields: dict[str, str]) -> str | None:
         """The callback a job stands for, None when there is nothing to claim (it is live
@@ -125,7 +123,6 @@ class Intake:
         def claim(cb: Callback) -> bool:
             if start is not None:
                 start.actions.clear()
-                start.dials.clear()
             if cb.final:
                 return False
             if cb.state == "queued":

@@ -540,8 +540,7 @@ class Worker:
 
     def send_prepared(self, ready: list[tuple[Callback, str, str]]) -> None:
         """Send these (callback, leg, originate command)s in one write: their records say
-        "dialed" in Redis already (written by :meth:`send_originates`, or by the
-        compare-and-set that started them)."""
+        "dialed" in Redis already (written by :meth:`send_originates`)."""
         replies: list[str | ESLError] | list[FsctlError]
         try:
             replies = self.link.bgapi_many([(command, cb.legs[name].job_uuid)
