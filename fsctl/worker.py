@@ -536,11 +536,6 @@ class Worker:
             return
         for cb, name, _ in ready:
             self._retry_originates.discard((cb.id, name))
-        self.send_prepared(ready)
-
-    def send_prepared(self, ready: list[tuple[Callback, str, str]]) -> None:
-        """Send these (callback, leg, originate command)s in one write: their records say
-        "dialed" in Redis already (written by :meth:`send_originates`)."""
         replies: list[str | ESLError] | list[FsctlError]
         try:
             replies = self.link.bgapi_many([(command, cb.legs[name].job_uuid)
