@@ -8,8 +8,9 @@ appends one JSON line per step of a channel, with its wall-clock time (``time.ti
   ``fsctl_callback_id`` / ``fsctl_leg`` variables (null when absent), ``uuid`` the channel's
   Unique-ID (its ``origination_uuid`` when one was given). Originates refused before a
   channel exists (session limits, bad syntax) are not traced.
-- ``{"ev": "park", "t", "uuid"}``: CHANNEL_PARK was queued for sending (the connection's
-  writer puts it on the socket in the same turn of the event loop).
+- ``{"ev": "park", "t", "uuid"}``: the channel parked, just after its originate's
+  BACKGROUND_JOB; CHANNEL_PARK was queued for any connection subscribed to it (the
+  connection's writer puts it on the socket in the same turn of the event loop).
 - ``{"ev": "bridge", "t", "a", "b"}``: a ``uuid_bridge`` of two channels was received.
 - ``{"ev": "hangup", "t", "uuid", "cause"}``: the channel began to hang up.
 
