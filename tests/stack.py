@@ -144,6 +144,9 @@ class Stack:
         if self.sim is not None:
             self.sim.stop()
         self.redis.close()
+        if self.sim is not None:
+            assert self.sim.internal_errors == 0, (
+                f"the simulator failed on {self.sim.internal_errors} commands (see its log)")
 
     # -- HTTP -----------------------------------------------------------------------
 

@@ -623,9 +623,10 @@ def harness(redis_server: str) -> Iterator[Harness]:
         ever.add(name)
         original[1](self, name, value)
 
-    def update_vars(self: Channel, values: dict[str, str]) -> None:
+    def update_vars(self: Channel, values: dict[str, str],
+                    lines: dict[str, str] | None = None) -> None:
         ever.update(values)
-        original[2](self, values)
+        original[2](self, values, lines)
 
     Channel.__init__, Channel.set_var, Channel.update_vars = init, set_var, update_vars  # type: ignore[method-assign]
     # a warning per dead-lettered job and an info line per request, 100,000 times: errors only

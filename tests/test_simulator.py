@@ -368,3 +368,25 @@ def test_park_timeout_ends_with_the_park(sim: Simulator) -> None:
     assert a in sim.channels and b in sim.channels and left not in sim.channels
     assert not any(e.name == "CHANNEL_HANGUP" and e.get("Unique-ID") in (a, b)
                    for e in client.events())
+
+
+def test_a_command_that_fails_inside_the_simulator_is_logged_and_counted(
+        sim: Simulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A simulator defect never passes for FreeSWITCH behaviour: the failing command is
+    logged with its traceback and counted (tests/stack.py fails a test on it), and only the
+    connection that sent it is dropped."""
+    def broken(job: object) -> None:
+        raise TypeError("a defect")
+
+    other = connect(sim.port, PW)
+    client = connect(sim.port, PW)
+    monkeypatch.setattr(sim.model, "originate", broken)
+    with caplog.at_level("ERROR", logger="fsctl.simulator.connection"):
+        client.sock.sendall(b"bgapi originate {origination_uuid=x}null/1 &park()\n\n")
+        client.wait_for(lambda: client.closed, 5, "the connection dropped")
+    assert sim.internal_errors == 1
+    failed = [r for r in caplog.records if "failed; closing it" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None
+    assert "bgapi originate" in failed[0].getMessage()
+    assert other.cmd("api status").headers["Content-Type"] == "api/response"
+    sim.internal_errors = 0  # (expected here)

@@ -175,7 +175,15 @@ class Connection:
                     self.sim.record(self.id, command, headers)
                     if self.sim.blackhole:
                         continue
-                    self.handle(command, headers)
+                    try:
+                        self.handle(command, headers)
+                    except Exception:
+                        # A defect of the simulator, not FreeSWITCH behaviour: said loudly and
+                        # counted (tests.stack fails on it), and this connection is dropped.
+                        self.sim.internal_errors += 1
+                        log.exception("simulator: connection %d: %r failed; closing it",
+                                      self.id, command[:200])
+                        return  # (the finally below closes it)
                     if self._closing:
                         break
                 gevent.sleep(0)  # a client flooding commands must not starve the writers

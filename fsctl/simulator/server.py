@@ -69,6 +69,9 @@ class Simulator:
         self._requested_port = port
         self.port = 0
         self.blackhole = False
+        self.internal_errors = 0
+        """Commands whose handling raised (a simulator defect): logged, and the connection
+        that sent one is dropped."""
         self.trace = trace
         self.keep_commands = keep_commands
         self.commands: list[ReceivedCommand] = []
