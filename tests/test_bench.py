@@ -71,8 +71,12 @@ def test_the_real_freeswitch_part_runs_fsctl_and_the_baseline_side_by_side(tmp_p
     finally:
         sys.path.remove(str(RUN.parent))
     out = realfs_part.run(rate=5, seconds=2)
+    assert out["rounds"] == realfs_part.ROUNDS == 2
     for side in ("fsctl", "baseline"):
-        assert out[side]["completed"] == out["callbacks"] == 10, out[side]
+        assert out[side]["completed"] == out["callbacks"] == 10 * out["rounds"], out[side]
+        assert [r["completed"] for r in out[side]["rounds"]] == [10] * out["rounds"]
+        assert out[side]["cpu_s"]["freeswitch"] == pytest.approx(
+            sum(r["cpu_s"]["freeswitch"] for r in out[side]["rounds"]), abs=0.01)
         assert out[side]["channels_left"] == 0, out[side]
         assert not any(out[side]["throttling"].values()), out[side]
     summary = out["summary"]

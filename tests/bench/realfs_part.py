@@ -6,9 +6,11 @@ Needs ``freeswitch`` (1.11) and ``sipp`` on PATH (else :class:`Unavailable`). St
 FreeSWITCH on the benchmark's own copy of ``freeswitch-conf/`` (tests/realfs.py) with
 ``sessions-per-second`` lifted to :data:`SPS` (30 in the repository's configuration: every
 leg counts, and 20 callbacks/s are 40 legs/s) and ``max-sessions`` to :data:`MAX_SESSIONS`,
-one sipp switchboard (tests/sip/), and runs the same callbacks twice, **fsctl first, then the
-baseline**, on that same FreeSWITCH and the same far ends, letting FreeSWITCH settle to 0
-channels before, between and after:
+one sipp switchboard (tests/sip/), and runs the same callbacks through fsctl and through the
+baseline, :data:`ROUNDS` times each in ABBA order (fsctl, baseline, baseline, fsctl: the VM's
+speed drifts, and alternating cancels a steady drift from the comparison), on that same
+FreeSWITCH and the same far ends, letting FreeSWITCH settle to 0 channels before, between
+and after; each side's figures pool its rounds:
 
 1. fsctl: a redis-server, ``python -m fsctl worker`` and ``python -m fsctl api`` (separate
    processes; the worker logs in as ``fsctl@fsctl.local``), callbacks POSTed open-loop
@@ -70,7 +72,11 @@ MAX_SESSIONS = 5000
 """max-sessions of that copy (the repository's: 1000)."""
 CORES = 2
 """The capacity figure assumes a machine of this many cores, all for FreeSWITCH + controller."""
-ORDER = "fsctl first, then the baseline"
+ROUNDS = 2
+"""Rounds of the two runs, in ABBA order (fsctl, baseline, baseline, fsctl, …): this VM's
+speed drifts by ±10–20 % over minutes, and alternating cancels a steady drift from the
+comparison; the figures pool every round (CPU seconds and callbacks summed)."""
+ORDER = "fsctl and the baseline alternating, ABBA"
 START_TIMEOUT_S = 20.0
 """Longest wait for the API to listen / the baseline to connect and warm up."""
 WARMUP_TIMEOUT_S = 60.0
@@ -409,9 +415,36 @@ def summarise(fsctl: dict[str, Any], base: dict[str, Any], sps: int) -> dict[str
     }
 
 
+_SUMMED = ("callbacks", "accepted", "completed", "failed", "unfinished", "channels_left",
+           "log_problems", "events", "bytes_in", "commands", "uuid_kills")
+"""The counts a pooled run adds up over its rounds."""
+
+
+def pool(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rounds as one run: counts, CPU seconds and windows summed, failures and
+    throttling counted together, the API latency as its worst round's; each round kept."""
+    out: dict[str, Any] = {**rounds[-1]}
+    for key in _SUMMED:
+        if key in rounds[0]:
+            out[key] = sum(r[key] for r in rounds)
+    out["window_s"] = round(sum(r["window_s"] for r in rounds), 2)
+    for key in ("cpu_s", "not_counted_cpu_s", "throttling", "failures"):
+        total: Counter[str] = Counter()
+        for r in rounds:
+            total.update(r.get(key, {}))
+        out[key] = {k: round(v, 3) for k, v in total.items()}
+    if "http" in out:
+        worst = max(rounds, key=lambda r: r["http"]["api_latency"]["p99_ms"] or 0)
+        out["http"] = worst["http"]
+    out["log_problems_first"] = [x for r in rounds for x in r.get("log_problems_first", [])][:5]
+    out["rounds"] = rounds
+    return out
+
+
 def run(rate: float = 20, seconds: float = 20, progress: Progress | None = None, *,
-        sps: int = SPS, max_sessions: int = MAX_SESSIONS, keep: bool = False) -> dict[str, Any]:
-    """Both runs (fsctl first, then the baseline) on one FreeSWITCH and one sipp.
+        sps: int = SPS, max_sessions: int = MAX_SESSIONS, keep: bool = False,
+        rounds: int = ROUNDS) -> dict[str, Any]:
+    """Both runs, :data:`ROUNDS` times in ABBA order, on one FreeSWITCH and one sipp.
 
     ``progress(stage, done, total, info)`` is called about every 0.3 s: stage ``"fsctl"`` or
     ``"baseline"``, done = callbacks started so far, total = callbacks of the run, info =
@@ -435,17 +468,22 @@ def run(rate: float = 20, seconds: float = 20, progress: Progress | None = None,
     try:
         fs.start()
         far.start()
-        out: dict[str, Any] = {"rate": rate, "seconds": seconds, "callbacks": count,
-                               "order": ORDER, "workdir": str(root)}
-        log_mark = len(fs.log_text())
-        out["fsctl"] = run_fsctl(fs, far, root, rate, count, progress)
-        out["fsctl"]["channels_left"] = _settle_stage(fs, progress)
-        log = fs.log_text()
-        out["fsctl"].update(_log_figures(log[log_mark:]))
-        log_mark = len(log)
-        out["baseline"] = run_baseline(fs, far, root, rate, seconds, progress)
-        out["baseline"]["channels_left"] = _settle_stage(fs, progress)
-        out["baseline"].update(_log_figures(fs.log_text()[log_mark:]))
+        out: dict[str, Any] = {"rate": rate, "seconds": seconds, "rounds": rounds,
+                               "callbacks": count * rounds,
+                               "order": f"{ORDER} over {rounds} rounds", "workdir": str(root)}
+        parts: dict[str, list[dict[str, Any]]] = {"fsctl": [], "baseline": []}
+        for r in range(rounds):
+            for side in ("fsctl", "baseline") if r % 2 == 0 else ("baseline", "fsctl"):
+                log_mark = len(fs.log_text())
+                if side == "fsctl":
+                    (root / f"round{r + 1}").mkdir(exist_ok=True)
+                    one = run_fsctl(fs, far, root / f"round{r + 1}", rate, count, progress)
+                else:
+                    one = run_baseline(fs, far, root, rate, seconds, progress)
+                one["channels_left"] = _settle_stage(fs, progress)
+                one.update(_log_figures(fs.log_text()[log_mark:]))
+                parts[side].append(one)
+        out["fsctl"], out["baseline"] = pool(parts["fsctl"]), pool(parts["baseline"])
         out["summary"] = summarise(out["fsctl"], out["baseline"], sps)
         ok = all(out[k]["channels_left"] == 0 and not out[k]["unfinished"]
                  for k in ("fsctl", "baseline"))

@@ -226,9 +226,10 @@ def _real_table(result: dict[str, Any]) -> list[str]:
     f, b = s["fsctl_ms_per_callback"], s["baseline_ms_per_callback"]
     return [
         (f"Real FreeSWITCH, SIP legs through sipp, {real['rate']:g} callbacks/s for "
-        f"{real['seconds']:g} s ({real['callbacks']} callbacks; fsctl "
+        f"{real['seconds']:g} s, {real.get('rounds', 1)} rounds each, ABBA "
+        f"({real['callbacks']} callbacks a side; fsctl "
         f"{real['fsctl']['completed']} completed, baseline {real['baseline']['completed']}). "
-        f"CPU ms per callback:"),
+        f"CPU ms per callback, pooled over the rounds:"),
         "",
         ("| | FreeSWITCH | API | worker | Redis | controller | capacity (callbacks/s on "
         "2 cores) |"),
