@@ -8,9 +8,9 @@ offered rate: no coordinated omission). Needs gevent's monkey patching in the ca
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,6 +98,63 @@ class LoadResult:
                 "api_latency": summary_ms(self.latencies_s)}
 
 
+class PostConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON: the load generator's client.
+
+    Hand-rolled on a socket because http.client parses every response's headers with the
+    email package: one request after another against a bare pywsgi server, this takes 0.46
+    ms of CPU a request where http.client takes 0.76, CPU taken from the two cores fsctl is
+    measured on. The API's responses always carry Content-Length (Flask sets it).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+        self._buf = b""
+
+    def post(self, path: str, data: bytes) -> tuple[int, bytes]:
+        """Send one request and read its response: (status, body). Raises OSError or
+        ValueError (a malformed response), after which the connection is closed."""
+        try:
+            if self.sock is None:
+                self.sock = socket.create_connection(("127.0.0.1", self.port),
+                                                     timeout=HTTP_TIMEOUT_S)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._buf = b""
+            self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                              b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                              % (path.encode(), len(data), data))
+            while (end := self._buf.find(b"\r\n\r\n")) < 0:
+                self._buf += self._recv()
+            head, self._buf = self._buf[:end].decode("latin-1"), self._buf[end + 4:]
+            lines = head.split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            fields = {k.strip().lower(): v.strip()
+                      for k, _, v in (line.partition(":") for line in lines[1:])}
+            length = int(fields["content-length"])
+            while len(self._buf) < length:
+                self._buf += self._recv()
+            body, self._buf = self._buf[:length], self._buf[length:]
+            if fields.get("connection", "").lower() == "close":
+                self.close()
+            return status, body
+        except (OSError, ValueError, KeyError, IndexError):
+            self.close()
+            raise
+
+    def _recv(self) -> bytes:
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 def open_loop(port: int, rate: float, count: int, body: Callable[[int], dict[str, Any]], *,
               path: str = "/voice/call/callback", connections: int = 64,
               tick: Callable[[LoadResult], None] | None = None) -> LoadResult:
@@ -107,28 +164,23 @@ def open_loop(port: int, rate: float, count: int, body: Callable[[int], dict[str
     ``tick`` is called about every 0.25 s with the result so far (for a progress bar).
     """
     result = LoadResult(offered_per_s=rate)
-    pool: gevent.queue.Queue[http.client.HTTPConnection] = gevent.queue.Queue()
+    pool: gevent.queue.Queue[PostConnection] = gevent.queue.Queue()
     for _ in range(connections):
-        pool.put(http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_S))
-    headers = {"Content-Type": "application/json"}
+        pool.put(PostConnection(port))
 
     def post(i: int, due: float) -> None:
         conn = pool.get()
         try:
-            conn.request("POST", path, json.dumps(body(i)), headers)
-            resp = conn.getresponse()
-            payload = resp.read()
+            status, payload = conn.post(path, json.dumps(body(i)).encode())
             done = time.monotonic()
             result.latencies_s.append(done - due)
-            result.codes[resp.status] = result.codes.get(resp.status, 0) + 1
-            if resp.status in (200, 201, 202):
+            result.codes[status] = result.codes.get(status, 0) + 1
+            if status in (200, 201, 202):
                 cid = json.loads(payload)["id"]
                 result.ids.append(cid)
                 result.accepted_at[cid] = time.time()
-        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, IndexError) as exc:
             result.errors.append(f"{type(exc).__name__}: {exc}")
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_S)
         finally:
             pool.put(conn)
 
