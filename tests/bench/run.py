@@ -281,8 +281,13 @@ def _sim_tables(result: dict[str, Any]) -> list[str]:
                 ""]
     r = sim.get("ratio_at_equal_p99")
     if r:
-        out += [(f"Ratio at equal p99: fsctl {r['fsctl_rate']}/s, stock {r['stock_rate']}/s → "
-                f"**{r['ratio']}×** ({r['definition']}{'; ' + r['note'] if r['note'] else ''}).")]
+        def held(rate: Any) -> str:
+            return f"{rate}/s" if rate is not None else "no rate of the curve"
+
+        ratio = f"**{r['ratio']}×**" if r["ratio"] is not None else "**not measured**"
+        out += [(f"Ratio at equal p99: fsctl {held(r['fsctl_rate'])}, stock "
+                 f"{held(r['stock_rate'])} → {ratio} ({r['definition']}"
+                 f"{'; ' + r['note'] if r['note'] else ''}).")]
     return out
 
 
