@@ -7,6 +7,8 @@ finished callbacks in one go. A failed flush keeps everything for the next one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 from .model import Callback
@@ -16,14 +18,23 @@ from .store import Store
 class Recorder:
     """The records a worker changed but has not written yet, and the jobs to acknowledge."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_work: Callable[[], None] = lambda: None) -> None:
+        """``on_work()`` is called whenever there comes to be something to write."""
         self.store = store
+        self._on_work = on_work
         self._dirty: dict[str, tuple[Callback, str]] = {}
         self._to_ack: list[str] = []
         self._outcomes: dict[str, int] = {}  # fsctl.ops: finished callbacks, for the counters
 
+    @property
+    def idle(self) -> bool:
+        """Nothing to write or acknowledge."""
+        return not (self._dirty or self._to_ack or self._outcomes)
+
     def mark(self, cb: Callback) -> None:
         """``cb`` is about to change (or just did, from the state it was last written in)."""
+        if not self._dirty:
+            self._on_work()
         self._dirty.setdefault(cb.id, (cb, cb.state))
 
     def replace(self, cb: Callback) -> None:
@@ -33,11 +44,13 @@ class Recorder:
 
     def ack_later(self, entry_id: str) -> None:
         self._to_ack.append(entry_id)
+        self._on_work()
 
     def count_outcome(self, field: str) -> None:
         """One more callback ended so (``store.outcome_field``): added to the shared counters
         with the next flush (lost, like the records it goes with, only if they are)."""
         self._outcomes[field] = self._outcomes.get(field, 0) + 1
+        self._on_work()
 
     def save_now_many(self, cbs: list[Callback]) -> None:
         """Write these records synchronously, in one transaction (before their originates);
@@ -48,6 +61,7 @@ class Recorder:
         except redis.RedisError:
             for cb_id, item in items.items():
                 self._dirty.setdefault(cb_id, item)
+            self._on_work()
             raise
 
     def pending(self) -> tuple[list[Callback], list[str]]:
@@ -69,4 +83,5 @@ class Recorder:
             self._to_ack.extend(acks)
             for field, n in outcomes.items():
                 self._outcomes[field] = self._outcomes.get(field, 0) + n
+            self._on_work()
             raise

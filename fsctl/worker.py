@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.05
 """How often changed records are written to Redis in one pipeline (a record is at most
 this much behind the worker; a leg's record is always written before its originate)."""
+FLUSH_IDLE_WAIT_S = 1.0
+"""Longest the flush loop sleeps with nothing to write (it is woken when something comes)."""
 JOB_BLOCK_MS = 1000
 """Longest one XREADGROUP waits for a job."""
 JOB_BATCH = 50
@@ -111,7 +113,8 @@ class Worker:
         self.by_uuid: dict[str, tuple[str, str]] = {}
         self.by_job: dict[str, tuple[str, str]] = {}
         self.entries: dict[str, str] = {}
-        self.recorder = Recorder(store)
+        self._flush_work = GEvent()  # set when there comes to be something to flush
+        self.recorder = Recorder(store, self._flush_work.set)
         self.spool = Spool(settings.spool_dir, self.name)
         self.stopping = GEvent()
         self.draining = GEvent()
@@ -493,6 +496,7 @@ class Worker:
             self.dispatcher.redial_later(cb, action.leg, action.delay_s)
         elif isinstance(action, Kill) and action.after_s > 0:
             self._late_kills.append((time.monotonic() + action.after_s, cb.id, action))
+            self._flush_work.set()  # the flush loop checks them
         elif isinstance(action, Broadcast | Bridge | Kill):
             self.commander.later(cb, action)  # the event handler never waits for FreeSWITCH
         elif isinstance(action, Finished):
@@ -531,6 +535,7 @@ class Worker:
             # answered leg keeps hearing ringback; its park_timeout bounds the wait).
             for cb, name, _ in ready:
                 self._retry_originates.add((cb.id, name))
+                self._flush_work.set()  # the flush loop retries them
                 log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s",
                             cb.id, name, exc)
             return
@@ -545,6 +550,7 @@ class Worker:
             # dispatcher waits for the link), as for Redis above; never dialled twice.
             for cb, name, _ in ready:
                 self._retry_originates.add((cb.id, name))
+                self._flush_work.set()  # the flush loop retries them
                 log.warning("callback %s: leg %s not dialled yet, FreeSWITCH unavailable: %s",
                             cb.id, name, exc)
             return
@@ -582,7 +588,14 @@ class Worker:
     # -- persistence ----------------------------------------------------------------
 
     def _flush_loop(self) -> None:
-        while not self.stopping.wait(FLUSH_INTERVAL_S):
+        while not self.stopping.is_set():
+            if self.recorder.idle and not (self._retry_originates or self._late_kills):
+                # nothing to do: no wake-up every FLUSH_INTERVAL_S (an idle worker's CPU)
+                self._flush_work.clear()
+                if self.recorder.idle:
+                    self._flush_work.wait(FLUSH_IDLE_WAIT_S)
+            if self.stopping.wait(FLUSH_INTERVAL_S):
+                break
             try:
                 self.flush()
                 self._retry_pending_originates()

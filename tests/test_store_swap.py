@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from fsctl.model import Callback, Leg
 from fsctl.store import Store, connect
@@ -87,3 +88,31 @@ def test_scripts_lost_by_redis_are_loaded_again(store: Store) -> None:
     store.r.script_flush()
     fresh, _raw = store.swap(cbs[0].id, lambda c: setattr(c, "state", "waiting") or True)
     assert fresh.state == "waiting" and store.get(cbs[0].id).state == "waiting"
+
+
+def test_the_recorder_says_when_work_comes_and_keeps_it_when_a_flush_fails(
+        store: Store) -> None:
+    """The worker's flush loop sleeps while the recorder is idle: the recorder wakes it on
+    the first change, the first ack and the first outcome, and a failed write leaves the
+    work in place (and wakes it again)."""
+    from fsctl.recorder import Recorder
+
+    woken: list[int] = []
+    rec = Recorder(store, lambda: woken.append(1))
+    assert rec.idle and not woken
+    a, b = make(1), make(2)
+    rec.mark(a)
+    rec.mark(b)  # already awake: one call for the first change only
+    assert len(woken) == 1 and not rec.idle
+    rec.flush()
+    assert rec.idle and store.get(a.id) is not None and store.get(b.id) is not None
+    rec.ack_later("0-1")
+    rec.count_outcome("completed:completed")
+    assert len(woken) == 3 and not rec.idle
+    rec.flush()
+    assert rec.idle
+    broken = Recorder(Store(connect("redis://127.0.0.1:1/0")), lambda: woken.append(1))
+    broken.mark(make(3))
+    with pytest.raises(redis.RedisError):
+        broken.flush()
+    assert not broken.idle and len(woken) == 5  # the mark, then the failed flush
