@@ -169,6 +169,7 @@ class Worker:
         clean = True
         self.draining.set()
         self.stopping.set()
+        self._flush_work.set()  # a flush loop asleep with nothing to write wakes to stop
         gevent.joinall(self._greenlets, timeout=3)
         try:
             self.flush()
@@ -535,9 +536,9 @@ class Worker:
             # answered leg keeps hearing ringback; its park_timeout bounds the wait).
             for cb, name, _ in ready:
                 self._retry_originates.add((cb.id, name))
-                self._flush_work.set()  # the flush loop retries them
                 log.warning("callback %s: leg %s not dialled yet, Redis unavailable: %s",
                             cb.id, name, exc)
+            self._flush_work.set()  # the flush loop retries them
             return
         for cb, name, _ in ready:
             self._retry_originates.discard((cb.id, name))
@@ -550,9 +551,9 @@ class Worker:
             # dispatcher waits for the link), as for Redis above; never dialled twice.
             for cb, name, _ in ready:
                 self._retry_originates.add((cb.id, name))
-                self._flush_work.set()  # the flush loop retries them
                 log.warning("callback %s: leg %s not dialled yet, FreeSWITCH unavailable: %s",
                             cb.id, name, exc)
+            self._flush_work.set()  # the flush loop retries them
             return
         except ESLDisconnected as exc:
             # Written, and the connection dropped before the reply: FreeSWITCH may or may
