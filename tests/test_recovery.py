@@ -298,8 +298,10 @@ def talk_until_the_bound(s: Stack) -> dict:
     rec = s.create({"leg_A": {"to": "1000123"}, "leg_B": {"to": "1000125"}})
     s.wait_for(rec["id"], "bridged")
     final = s.wait_for(rec["id"], "completed", timeout_s=10)
-    # FreeSWITCH's scheduler counts whole seconds: sched_hangup +2 fires 1 to 2 s later
-    assert 1 <= final["talk_time_s"] < 6, final["talk_time_s"]
+    # FreeSWITCH's scheduler counts whole seconds: sched_hangup +2 fires 1 to 2 s after the
+    # command, and the command goes out with uuid_bridge, before the bridge that talk time
+    # counts from (on a loaded box tens of ms before it: 0.96 s was seen)
+    assert 0.5 <= final["talk_time_s"] < 6, final["talk_time_s"]
     s.wait_no_channels({final["legs"]["A"]["uuid"], final["legs"]["B"]["uuid"]})
     return final
 
