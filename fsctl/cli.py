@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .allocator import tune_collector
 from .errors import FsctlError
 from .settings import Settings
 
@@ -64,6 +65,7 @@ def cmd_api(_: argparse.Namespace) -> int:
 
     gevent.signal_handler(signal.SIGTERM, server.stop)
     gevent.signal_handler(signal.SIGINT, server.stop)
+    tune_collector()
     server.serve_forever()
     return 0
 
@@ -111,6 +113,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     s.check_esl_password()
     worker = Worker(s, Store(connect(s.redis_url), s.redis_prefix, s.record_ttl_s))
     worker.start()
+    tune_collector()
     stop = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
@@ -129,6 +132,7 @@ def cmd_webhooks(_: argparse.Namespace) -> int:
     monkey.patch_all()
     from .webhooks.sender import main as webhooks_main
 
+    tune_collector()
     return webhooks_main()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .allocator import tune_collector
 from .api import create_app
 from .cli import check_api_exposure
 from .ops.logs import setup as setup_logging
@@ -25,3 +26,4 @@ def create() -> Flask:
 
 
 app = create()
+tune_collector()  # in each server process that imports the app

@@ -14,6 +14,7 @@ from typing import IO
 import gevent
 from gevent.event import Event as GEvent
 
+from ..allocator import tune_collector
 from ..errors import ConfigError
 from .config import Behaviour, SimConfig
 from .server import LOOPBACK_HOSTS, Simulator
@@ -163,6 +164,7 @@ def main(argv: list[str]) -> int:
                     keep_commands=False)
     if command_log is not None:
         attach_command_log(sim, command_log)
+    tune_collector()
     try:
         sim.start()
     except OSError as exc:
