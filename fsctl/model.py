@@ -241,6 +241,9 @@ class Callback:
     """Where status webhooks go (fsctl.webhooks); None: no webhooks."""
     status_events: list[str] | None = None
     """The status events asked for; None: every one."""
+    metadata: dict[str, str] | None = None
+    """The requester's own data (bounded in fsctl.schemas): stored and shown, never sent to
+    FreeSWITCH; None: none given."""
     history: History = field(default_factory=History)
 
     @property

@@ -29,6 +29,7 @@ LIST_LIMIT_DEFAULT = 50
 CANCEL_PENDING = ("a DELETE asked for this live callback to be cancelled and it has not ended "
                   "yet (the worker is hanging up or cancelling its legs); false again once it "
                   "has ended: then state and outcome say what the cancel did")
+METADATA = "the request's metadata, as given; none when the request had none"
 
 # -- response schemas (mirror fsctl.schemas.present and fsctl.api._payload) ------------------
 
@@ -102,6 +103,8 @@ class CallbackViewSchema(Schema):
         "description": "where status webhooks go; none: no webhooks"})
     status_events = fields.List(fields.String(), required=True, allow_none=True, metadata={
         "description": "the status events asked for; none: every one"})
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                           allow_none=True, metadata={"description": METADATA})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
 
 
@@ -138,6 +141,8 @@ class CallbackSummarySchema(Schema):
     talk_time_s = fields.Float(required=True, allow_none=True)
     cancel_pending = fields.Boolean(required=True, metadata={"description": CANCEL_PENDING})
     legs = fields.Nested(LegsSummarySchema, required=True)
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                           allow_none=True, metadata={"description": METADATA})
 
 
 class CallbackPageSchema(Schema):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from typing import Any
 
@@ -19,6 +21,15 @@ from .webhooks.guard import url_problem
 ROUTE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 RING_TIMEOUT_RANGE_S = (5, 300)
 """Allowed per-leg ring timeout, in seconds."""
+METADATA_MAX_KEYS = 20
+"""Most entries of a callback's ``metadata``."""
+METADATA_KEY_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$"
+"""A ``metadata`` key: 1 to 40 of A-Z a-z 0-9 _ . - (not starting with . or -)."""
+METADATA_VALUE_MAX_CHARS = 256
+"""Longest ``metadata`` value, in characters."""
+METADATA_MAX_BYTES = 2048
+"""Most bytes of ``metadata`` as compact JSON (UTF-8), keys and values together."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 class Pattern(validate.Regexp):
     """A Regexp validator that must match the WHOLE value.
@@ -42,6 +53,24 @@ def _webhook_url(value: str) -> str:
 
 
 _NUMBER = Pattern(NUMBER_RE, error="must be 2 to 20 digits, optionally after one '+'")
+
+
+def _metadata_value(value: str) -> str:
+    if len(value) > METADATA_VALUE_MAX_CHARS:
+        raise ValidationError(f"at most {METADATA_VALUE_MAX_CHARS} characters, not {len(value)}")
+    if _CONTROL.search(value):
+        raise ValidationError("must not contain control characters (CR, LF, tab, NUL …)")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError("must be Unicode text (a lone surrogate such as \\udc80 is "
+                              "not)") from None
+    return value
+
+
+def metadata_size(metadata: dict[str, str]) -> int:
+    """Bytes of ``metadata`` as compact JSON, non-ASCII as UTF-8 (what the bound counts)."""
+    return len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 class LegRequestSchema(Schema):
@@ -83,6 +112,26 @@ class CallbackRequestSchema(Schema):
         fields.String(validate=validate.OneOf(EVENTS)), validate=validate.Length(1, len(EVENTS)),
         metadata={"description": "the events to send (default: all); ringing and answered "
                                  "come once per leg"})
+    metadata = fields.Dict(
+        keys=fields.String(validate=Pattern(
+            METADATA_KEY_RE, error="a key is 1 to 40 of A-Z a-z 0-9 _ . - (not starting with "
+                                   ". or -)")),
+        values=fields.String(validate=_metadata_value),
+        validate=validate.Length(max=METADATA_MAX_KEYS,
+                                 error=f"at most {METADATA_MAX_KEYS} entries"),
+        metadata={"description": "your own data, stored with the callback and returned as "
+                                 "given (GET, list, webhooks); never sent to FreeSWITCH. "
+                                 f"Flat: string values only, at most {METADATA_MAX_KEYS} "
+                                 f"entries, {METADATA_VALUE_MAX_CHARS} characters a value, "
+                                 f"{METADATA_MAX_BYTES} bytes in all as JSON",
+                  "example": {"ticket": "CRM-48213", "queue": "website"}})
+
+    @validates_schema
+    def _metadata_size(self, data: dict[str, Any], **_: Any) -> None:
+        metadata = data.get("metadata")
+        if metadata and (size := metadata_size(metadata)) > METADATA_MAX_BYTES:
+            raise ValidationError(f"is {size} bytes as JSON; at most {METADATA_MAX_BYTES}",
+                                  "metadata")
 
     @validates_schema
     def _webhook_events(self, data: dict[str, Any], **_: Any) -> None:
@@ -171,6 +220,7 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
         first=request["first"], created_at=now, updated_at=now, owner=owner,
         status_callback=request.get("status_callback"),
         status_events=list(request["status_events"]) if request.get("status_events") else None,
+        metadata=dict(request["metadata"]) if "metadata" in request else None,
     )
     cb.note(now, "state", state="queued")
     return cb
@@ -200,6 +250,7 @@ def present(cb: Callback, cancel_requested: bool = False, *,
         "cancel_pending": cancel_requested and not cb.final,
         "legs": legs,
         "status_callback": cb.status_callback, "status_events": cb.status_events,
+        "metadata": cb.metadata,
         "history": cb.history.fragment() if raw_history else list(cb.history),
     }
 
@@ -219,4 +270,5 @@ def summary(cb: Callback, href: str, cancel_requested: bool = False) -> dict[str
         "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
         "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s,
         "cancel_pending": cancel_requested and not cb.final, "legs": legs,
+        "metadata": cb.metadata,
     }

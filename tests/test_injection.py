@@ -73,12 +73,14 @@ ROUTES: dict[str, dict[str, Any]] = TEST_ROUTES["routes"]
 DEFAULT_ROUTE: str = TEST_ROUTES["default_route"]
 ROUTE_NAMES = sorted(ROUTES)
 FAST_ROUTES = ["answer", "busy", "reject", "ring", "user"]
-TOP_KEYS = {"leg_A", "leg_B", "mode", "first"}
+TOP_KEYS = {"leg_A", "leg_B", "mode", "first", "metadata"}
 LEG_KEYS = {"to", "from", "caller_id_name", "route", "ring_timeout"}
 NUMBER = re.compile(r"\+?[0-9]{2,20}")
 CALLER_NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
 MAX_BODY_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 4
+METADATA_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def destination_allowed(route: str, to: str) -> bool:
@@ -111,9 +113,31 @@ def leg_valid(leg: Any) -> bool:
     return type(timeout) is int and 5 <= timeout <= 300
 
 
+def utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\udc80" in the JSON)
+        return False
+    return True
+
+
+def metadata_valid(meta: Any) -> bool:
+    """README: a flat object, at most 20 keys of 1-40 A-Z a-z 0-9 _ . - (not first . or -),
+    string values (Unicode text) up to 256 characters without control characters, 2048 bytes
+    as JSON."""
+    if not isinstance(meta, dict) or len(meta) > 20:
+        return False
+    if not all(isinstance(k, str) and METADATA_KEY.fullmatch(k) and isinstance(v, str)
+               and len(v) <= 256 and not CONTROL.search(v) and utf8(v) for k, v in meta.items()):
+        return False
+    return len(json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()) <= 2048
+
+
 def request_valid(body: Any) -> bool:
     """The oracle: README's request contract with the test routes' destination policy."""
     if not isinstance(body, dict) or not set(body) <= TOP_KEYS:
+        return False
+    if "metadata" in body and not metadata_valid(body["metadata"]):
         return False
     if not (leg_valid(body.get("leg_A")) and leg_valid(body.get("leg_B"))):
         return False
@@ -177,6 +201,11 @@ NEAR: dict[str, list[Any]] = {
                      [30], {"s": 30}, None, float("nan"), float("inf"), -0.0],
     "mode": ["Sequential", "SIMULTANEOUS", "parallel", "", "sequential ", 1, True],
     "first": ["a", "b", "AB", "C", "", "A ", 0, ["A"]],
+    "metadata": [{"k": 1}, {"k": None}, {"k": True}, {"k": {"x": "y"}}, {"k": ["a"]}, {"": "v"},
+                 {".k": "v"}, {"-k": "v"}, {"k" * 41: "v"}, {"k\n": "v"}, {"k v": "v"},
+                 {"k": "a\nb"}, {"k": "a\r"}, {"k": "\x00"}, {"k": "\x85"}, {"k": "x" * 257},
+                 {f"k{i}": "v" for i in range(21)}, {f"k{i:02d}": "é" * 60 for i in range(20)},
+                 {f"k{i:02d}": "v" * 100 for i in range(20)}, [], "ticket=1", None, 0],
 }
 WRONG_TYPES: list[Any] = [
     None, True, False, 0, -1, 2**70, -(2**70), 1.5, float("nan"), float("inf"), "", [], {},
@@ -215,6 +244,12 @@ def _number(n: int) -> str:
     return ("+" if n & 1 else "") + "10" + str(n >> 3).zfill(8)[-(5 + (n >> 1 & 3)):]
 
 
+METADATA_KEYS = ["ticket", "origination_uuid", "api_on_answer", "fsctl_leg", "x.y-z"]
+METADATA_VALUES = ["CRM-1", "1000123,api_on_answer=uuid_kill", "}&bridge(user/1000)",
+                   "${system(id)}", "'; drop", "Zoë ☎", "&park()", "a b"]
+"""Valid metadata that looks like what reaches FreeSWITCH: the audit finds it nowhere there."""
+
+
 def _valid_pool(size: int = 4000) -> list[dict[str, Any]]:
     """Valid requests (every optional key present or not), made once with a fixed seed."""
     rnd = random.Random(20261126)
@@ -238,6 +273,9 @@ def _valid_pool(size: int = 4000) -> list[dict[str, Any]]:
             body["mode"] = rnd.choice(["sequential", "simultaneous"])
         if rnd.random() < 0.5:
             body["first"] = rnd.choice(["A", "B"])
+        if rnd.random() < 0.3:  # valid, and made to look like what reaches FreeSWITCH
+            body["metadata"] = {key: rnd.choice(METADATA_VALUES)
+                                for key in rnd.sample(METADATA_KEYS, rnd.randint(1, 3))}
         pool.append(body)
     return pool
 
@@ -284,7 +322,8 @@ hostile_extra = st.one_of(pooled_wrong, pooled_strings, nested, nested, wrong_ty
 LEG_FIELDS = ["to", "from", "caller_id_name", "route", "ring_timeout"]
 MUTATIONS = (
     [("leg_field", leg, f) for leg in ("leg_A", "leg_B") for f in LEG_FIELDS] * 2
-    + [("top_field", "", f) for f in ("mode", "first")]
+    + [("top_field", "", f) for f in ("mode", "first", "metadata")]
+    + [("metadata_value", "", "")] * 2
     + [(op, leg, "") for leg in ("leg_A", "leg_B") for op in (
         "drop_leg_key", "extra_leg_key", "leg_not_object", "nested_leg", "keep_valid")]
     + [("drop_top_key", "", ""), ("extra_top_key", "", ""), ("same_to", "", "")]
@@ -304,6 +343,8 @@ def hostile_bodies(draw: st.DrawFn) -> Any:
         leg = body.get(leg_name)
         if op == "top_field":
             body[field] = draw(HOSTILE_FOR[field])
+        elif op == "metadata_value":  # a hostile string as a value: many of them are valid
+            body["metadata"] = {draw(st.sampled_from(METADATA_KEYS)): draw(pooled_strings)}
         elif op == "drop_top_key":
             keys = sorted(body, key=str)
             body.pop(keys[draw(index_s) % len(keys)], None)
@@ -515,6 +556,7 @@ class Harness:
         """The accepted record holds exactly the values sent (nothing rewritten)."""
         assert reply["mode"] == body.get("mode", "sequential")
         assert reply["first"] == body.get("first", "A")
+        assert reply["metadata"] == body.get("metadata")
         for name, peer in (("A", "B"), ("B", "A")):
             sent, got = body[f"leg_{name}"], reply["legs"][name]
             assert got["to"] == sent["to"]

@@ -148,7 +148,8 @@ def test_a_callback_s_events_arrive_signed_in_order_with_its_state(redis_url: st
     s = make_stack(redis_url, worker=True, webhook_secrets=(NEW, OLD))
     sender = start_sender(s)
     try:
-        cb = s.create(talk("1000123", "1000125", status_callback=receiver.url()))
+        cb = s.create(talk("1000123", "1000125", status_callback=receiver.url(),
+                           metadata={"ticket": "CRM-48213"}))
         only = s.create(talk("1000131", "1000132", status_callback=receiver.url("/only"),
                              status_events=["bridged", "completed"]))
         plain = s.create(talk("1000141", "1000142"))
@@ -169,6 +170,7 @@ def test_a_callback_s_events_arrive_signed_in_order_with_its_state(redis_url: st
         assert (last["id"], last["state"], last["talk_time_s"]) == \
             (final["id"], "completed", final["talk_time_s"])
         assert last["status_callback"] == receiver.url() and last["status_events"] is None
+        assert all(r.data["callback"]["metadata"] == {"ticket": "CRM-48213"} for r in got)
         assert last["legs"]["A"]["uuid"] == final["legs"]["A"]["uuid"]
         assert last["history"] == final["history"][:len(last["history"])]
         assert {"ts": final["ended_at"], "event": "state", "state": "completed"}.items() <= \
