@@ -85,7 +85,18 @@ class Lost:
     cause: str = "SYSTEM_SHUTDOWN"
 
 
-Input = Start | Cancel | LegSignal | JobDone | CommandFailed | Redial | Expire | Lost
+@dataclass(frozen=True, slots=True)
+class DtmfDone:
+    """A leg's digits have played out (or cannot be waited for any longer)."""
+
+    leg: str
+    ts: float
+    result: str | None = None
+    """FreeSWITCH's answer to the ``uuid_send_dtmf`` (none: not known)."""
+
+
+Input = (Start | Cancel | LegSignal | JobDone | CommandFailed | Redial | Expire | Lost
+         | DtmfDone)
 
 # ---- actions -----------------------------------------------------------------------
 
@@ -98,6 +109,15 @@ class Originate:
 @dataclass(frozen=True, slots=True)
 class Broadcast:
     leg: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendDtmf:
+    """Send a leg's digits (it answered; the bridge waits for :class:`DtmfDone`)."""
+
+    leg: str
+    uuid: str
+    digits: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +154,7 @@ class Finished:
     outcome: str | None
 
 
-Action = Originate | Broadcast | Bridge | Kill | Retry | Finished
+Action = Originate | Broadcast | SendDtmf | Bridge | Kill | Retry | Finished
 
 THROTTLE_CAUSE = "DESTINATION_OUT_OF_ORDER"
 """What FreeSWITCH answers an originate over sessions-per-second or max-sessions (also a
@@ -221,6 +241,8 @@ def apply(cb: Callback, event: Input) -> list[Action]:
         return _finish(cb, "failed", "expired", event.ts)
     if isinstance(event, Lost):
         return _lost(cb, event)
+    if isinstance(event, DtmfDone):
+        return _dtmf_done(cb, event)
     raise TypeError(f"not a callback input: {event!r}")
 
 
@@ -392,6 +414,19 @@ def _lost(cb: Callback, ev: Lost) -> list[Action]:
     return _finish(cb, "failed", ev.outcome, ev.ts)
 
 
+def _dtmf_done(cb: Callback, ev: DtmfDone) -> list[Action]:
+    leg = cb.legs[ev.leg]
+    if not leg.dtmf_sent or leg.dtmf_done:
+        return []
+    leg.dtmf_done = True
+    cb.note(ev.ts, "dtmf_done", leg=ev.leg, result=ev.result)
+    return [] if cb.final else _progress(cb, ev.ts)
+
+
+def _dtmf_pending(leg: Leg) -> bool:
+    return leg.send_dtmf is not None and not leg.dtmf_done
+
+
 def _after_leg_change(cb: Callback, name: str, kind: str, ts: float) -> list[Action]:
     if cb.final:
         # The callback is over: any leg that still shows life is hung up.
@@ -421,12 +456,19 @@ def _progress(cb: Callback, ts: float) -> list[Action]:
     if a.state == "bridged" or b.state == "bridged":
         _set_state(cb, "bridged", ts)
         return []
-    if a.parked and b.parked:
-        if not cb.bridging:
-            cb.bridging = True
-            return [Bridge(a.uuid, b.uuid)]
-        return []
     actions: list[Action] = []
+    for name, leg in (("A", a), ("B", b)):
+        if leg.parked and leg.send_dtmf is not None and not leg.dtmf_sent:
+            leg.dtmf_sent = True
+            cb.note(ts, "dtmf", leg=name, digits=leg.send_dtmf)
+            actions.append(SendDtmf(name, leg.uuid, leg.send_dtmf))
+    if a.parked and b.parked:
+        if _dtmf_pending(a) or _dtmf_pending(b):
+            _set_state(cb, "waiting", ts)  # the bridge waits for the digits to play out
+        elif not cb.bridging:
+            cb.bridging = True
+            actions.append(Bridge(a.uuid, b.uuid))
+        return actions
     for name, leg in (("A", a), ("B", b)):
         if not leg.parked:
             continue

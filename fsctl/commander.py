@@ -11,13 +11,14 @@ FreeSWITCH refused goes back to the state machine. Originates are the dispatcher
 from __future__ import annotations
 
 import logging
+import uuid as uuidlib
 from collections import deque
 from typing import TYPE_CHECKING
 
 from gevent.event import Event as GEvent
 
 from . import commands
-from .callback import Bridge, Broadcast, CommandFailed, Kill
+from .callback import Bridge, Broadcast, CommandFailed, Kill, SendDtmf
 from .errors import ESLError, InvalidValue
 from .model import Callback
 
@@ -33,7 +34,7 @@ IDLE_WAIT_S = 1.0
 NO_SUCH_CHANNEL = "-ERR No such channel"
 """FreeSWITCH's answer to a kill of a leg that is gone already: expected, logged at DEBUG."""
 
-Command = Broadcast | Bridge | Kill
+Command = Broadcast | SendDtmf | Bridge | Kill
 
 
 class Commander:
@@ -68,6 +69,8 @@ class Commander:
         return [commands.sched_hangup(uuid, self.w.settings.max_talk_s) for uuid in uuids]
 
     def _commands(self, cb: Callback, action: Command) -> list[str]:
+        if isinstance(action, SendDtmf):
+            raise InvalidValue("DTMF goes with bgapi (_send_dtmf)")
         if isinstance(action, Broadcast):
             return [commands.uuid_broadcast(cb.legs[action.leg].uuid, self.w.settings.ringback)]
         if isinstance(action, Bridge):
@@ -76,6 +79,10 @@ class Commander:
         return [commands.uuid_kill(action.uuid, action.cause)]
 
     def _send(self, batch: list[tuple[Callback, Command]]) -> None:
+        dtmf = [(cb, a) for cb, a in batch if isinstance(a, SendDtmf)]
+        if dtmf:
+            self._send_dtmf(dtmf)
+            batch = [(cb, a) for cb, a in batch if not isinstance(a, SendDtmf)]
         texts: list[str] = []
         spans: list[tuple[Callback, Command, int, int]] = []
         for cb, action in batch:
@@ -96,6 +103,32 @@ class Commander:
             return
         for cb, action, start, n in spans:
             self._done(cb, action, texts[start:start + n], replies[start:start + n])
+
+    def _send_dtmf(self, batch: list[tuple[Callback, SendDtmf]]) -> None:
+        """``bgapi uuid_send_dtmf`` (never ``api``: FreeSWITCH may wait out a pause in the
+        command's thread); each result comes as a BACKGROUND_JOB (Worker.dtmf_jobs)."""
+        jobs: list[tuple[str, str]] = []
+        sent: list[tuple[Callback, SendDtmf, str]] = []
+        for cb, action in batch:
+            try:
+                command = commands.uuid_send_dtmf(action.uuid, action.digits)
+            except InvalidValue as exc:
+                self.w.action_failed(cb, action, exc)
+                continue
+            job_uuid = str(uuidlib.uuid4())
+            self.w.dtmf_jobs[job_uuid] = (cb.id, action.leg, action.uuid, action.digits)
+            jobs.append((command, job_uuid))
+            sent.append((cb, action, job_uuid))
+        if not jobs:
+            return
+        try:
+            replies: list[str | ESLError] = self.w.link.bgapi_many(jobs)
+        except ESLError as exc:
+            replies = [exc] * len(jobs)
+        for (cb, action, job_uuid), reply in zip(sent, replies, strict=True):
+            if isinstance(reply, ESLError):
+                self.w.dtmf_jobs.pop(job_uuid, None)
+                self.w.action_failed(cb, action, reply)
 
     def _done(self, cb: Callback, action: Command, sent: list[str], replies: list[str]) -> None:
         first = replies[0].strip()

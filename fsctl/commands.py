@@ -35,8 +35,17 @@ DIAL_STRING_RE = re.compile(
 # A path for uuid_broadcast: an operator-configured tone or file, never user input.
 PLAYBACK_RE = re.compile(r"^[A-Za-z0-9_./:%(),;=+-]{1,200}$")
 
+DTMF_RE = re.compile(r"^[0-9*#wW]{1,32}$")
+"""Digits fsctl sends to a leg: 0-9 * #, w a 0.5 s pause, W a 1 s pause (FreeSWITCH's)."""
+DTMF_DIGIT_S = 0.35
+"""One digit on the wire: FreeSWITCH's default tone (2000 samples at 8 kHz, 250 ms) and the
+gap after it."""
+DTMF_SETTLE_S = 0.25
+"""Added after the last digit before the bridge: the far end's IVR acts on it."""
+
 ESL_API_COMMANDS = ("originate", "uuid_bridge", "uuid_kill", "uuid_broadcast", "uuid_exists",
-                    "uuid_getvar", "sched_hangup", "show", "status", "global_getvar")
+                    "uuid_getvar", "sched_hangup", "show", "status", "global_getvar",
+                    "uuid_send_dtmf")
 """Every api/bgapi command fsctl sends: what the restricted ESL user is allowed."""
 
 DEFAULT_RINGBACK = "tone_stream://%(2000,4000,440,480);loops=-1"
@@ -186,6 +195,21 @@ def sched_hangup(uuid: str, after_s: int, cause: str = "ALLOTTED_TIMEOUT") -> st
 
 def uuid_broadcast(uuid: str, path: str = DEFAULT_RINGBACK) -> str:
     return f"uuid_broadcast {check_uuid(uuid)} playback::{_check(path, PLAYBACK_RE, 'playback path')} aleg"
+
+
+def uuid_send_dtmf(uuid: str, digits: str) -> str:
+    """``digits`` (:data:`DTMF_RE`) to the far end of ``uuid`` (RFC 2833 on a SIP leg). Sent
+    with bgapi: FreeSWITCH waits out each w / W in the command's own thread on endpoints that
+    cannot queue pauses (null/ does; the command took 1 s for ``1W2`` on FreeSWITCH 1.11)."""
+    return f"uuid_send_dtmf {check_uuid(uuid)} {_check(digits, DTMF_RE, 'DTMF digits')}"
+
+
+def dtmf_play_s(digits: str) -> float:
+    """How long ``digits`` take to play out after FreeSWITCH queued them (an estimate from
+    FreeSWITCH's default digit duration), with :data:`DTMF_SETTLE_S` after."""
+    pauses = 0.5 * digits.count("w") + 1.0 * digits.count("W")
+    tones = len(digits) - digits.count("w") - digits.count("W")
+    return round(tones * DTMF_DIGIT_S + pauses + DTMF_SETTLE_S, 3)
 
 
 def uuid_exists(uuid: str) -> str:

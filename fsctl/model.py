@@ -182,6 +182,12 @@ class Leg:
     ringback: bool = False
     attempts: int = 0
     """Attempts beyond the first: originates FreeSWITCH refused for capacity, dialled again."""
+    send_dtmf: str | None = None
+    """Digits to send once this leg answered, before the bridge (fsctl.commands.DTMF_RE)."""
+    dtmf_sent: bool = False
+    """Its digits were handed to FreeSWITCH."""
+    dtmf_done: bool = False
+    """Its digits have played out (or can no longer be waited for): the bridge may go."""
 
     @property
     def alive(self) -> bool:

@@ -68,6 +68,9 @@ class LegViewSchema(Schema):
         "description": "originates sent for this leg: 1, more when FreeSWITCH refused one for "
                        "capacity (sessions-per-second, max-sessions) and it was dialled again; "
                        "0 while it was never dialled"})
+    send_dtmf = fields.String(required=True, allow_none=True, metadata={
+        "description": "the digits sent to this leg after it answered, as requested; the "
+                       "history's dtmf and dtmf_done entries say when"})
     hangup_disposition = fields.String(required=True, allow_none=True, metadata={
         "description": "who ended the SIP dialog, as FreeSWITCH's sip_hangup_disposition says: "
                        "recv_bye (the far end hung up), send_bye, send_cancel, recv_refuse …"})

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from .commands import CALLER_NAME_RE, NUMBER_RE
+from .commands import CALLER_NAME_RE, DTMF_RE, NUMBER_RE
 from .errors import InvalidValue, PolicyDenied
 from .model import MODES, Callback, Leg
 from .policy import DESTINATION_RE, destination
@@ -91,6 +91,11 @@ class LegRequestSchema(Schema):
         ROUTE_NAME_RE, error="must be a configured route name"))
     ring_timeout = fields.Integer(strict=True, validate=validate.Range(*RING_TIMEOUT_RANGE_S),
                                   metadata={"description": "seconds this leg may ring"})
+    send_dtmf = fields.String(validate=Pattern(
+        DTMF_RE, error="must be 1 to 32 of 0-9 * # w W (w: a 0.5 s pause, W: 1 s)"), metadata={
+        "description": "digits sent to this leg once it answers, before the bridge (an "
+                       "extension behind an IVR); the bridge waits until they have played",
+        "example": "ww1234#"})
 
 
 class CallbackRequestSchema(Schema):
@@ -210,6 +215,7 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
             ring_timeout_s=spec.get("ring_timeout", settings.ring_timeout_s),
             uuid=dashed(ids[1] if name == "A" else ids[3]),
             job_uuid=dashed(ids[2] if name == "A" else ids[4]),
+            send_dtmf=spec.get("send_dtmf"),
         )
     if errors:
         raise ValidationError(errors)
@@ -242,6 +248,7 @@ def present(cb: Callback, cancel_requested: bool = False, *,
             "times": dict(leg.times), "hangup_cause": leg.hangup_cause,
             "sip_status": leg.sip_status, "hangup_disposition": leg.hangup_disposition,
             "attempts": leg.attempts + 1 if "dialed" in leg.times else 0,
+            "send_dtmf": leg.send_dtmf,
         }
     return {
         "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,

@@ -18,6 +18,7 @@ and live callbacks are adopted after checking their channels, never re-dialled.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -38,6 +39,7 @@ from .callback import (
     Broadcast,
     Cancel,
     CommandFailed,
+    DtmfDone,
     Expire,
     Finished,
     Input,
@@ -47,10 +49,12 @@ from .callback import (
     Lost,
     Originate,
     Retry,
+    SendDtmf,
     apply,
     stamp,
 )
 from .commander import Commander
+from .commands import dtmf_play_s
 from .dispatch import Dispatcher
 from .errors import ESLDisconnected, ESLError, ESLNotSent, FsctlError, InvalidValue
 from .events import ChannelFact, JobFact, translate
@@ -112,6 +116,8 @@ class Worker:
         self.live: dict[str, Callback] = {}
         self.by_uuid: dict[str, tuple[str, str]] = {}
         self.by_job: dict[str, tuple[str, str]] = {}
+        self.dtmf_jobs: dict[str, tuple[str, str, str, str]] = {}
+        """Job-UUID of a ``bgapi uuid_send_dtmf`` → (callback id, leg, its uuid, digits)."""
         self.entries: dict[str, str] = {}
         self._flush_work = GEvent()  # set when there comes to be something to flush
         self.recorder = Recorder(store, self._flush_work.set)
@@ -298,6 +304,10 @@ class Worker:
         """After adopting a started callback: legs it asked for but never sent are sent,
         a leg that waited to be dialled again after a throttle is dialled again."""
         for name, leg in cb.legs.items():
+            if leg.dtmf_sent and not leg.dtmf_done and not cb.final:
+                # sent before the restart (its result went to the worker that died): the
+                # bridge waits no longer
+                self.feed(cb, DtmfDone(name, self.clock()))
             if cb.final or leg.state != "dialing":
                 continue
             if leg.awaiting_redial:
@@ -420,12 +430,35 @@ class Worker:
         if fact.ts > 0:
             self._learn_clock(fact.ts)
         if isinstance(fact, JobFact):
+            if fact.job_uuid in self.dtmf_jobs:
+                self._dtmf_sent(self.dtmf_jobs.pop(fact.job_uuid), fact)
+                return
             ref = self.by_job.get(fact.job_uuid)
             cb = self.live.get(ref[0]) if ref else None
             if ref is not None and cb is not None:
                 self.feed(cb, JobDone(leg=ref[1], ok=fact.ok, text=fact.text, ts=fact.ts))
             return
         self._on_channel(fact)
+
+    def _dtmf_sent(self, job: tuple[str, str, str, str], fact: JobFact) -> None:
+        """The result of a leg's ``bgapi uuid_send_dtmf``: on +OK the bridge waits until the
+        digits have played (:func:`fsctl.commands.dtmf_play_s`); -ERR fails the callback."""
+        callback_id, name, uuid, digits = job
+        cb = self.live.get(callback_id)
+        if cb is None or cb.final or cb.legs[name].uuid != uuid:
+            return
+        if not fact.ok:
+            log.warning("callback %s: DTMF to leg %s refused: %s", cb.id, name, fact.text.strip())
+            self.feed(cb, CommandFailed("send_dtmf", fact.text.strip(), fact.ts, name))
+            return
+        log.info("callback %s: DTMF %s queued to leg %s", cb.id, digits, name)
+        gevent.spawn_later(dtmf_play_s(digits), self._dtmf_played, callback_id, name, uuid,
+                           fact.text.strip())
+
+    def _dtmf_played(self, callback_id: str, name: str, uuid: str, result: str) -> None:
+        cb = self.live.get(callback_id)
+        if cb is not None and not cb.final and cb.legs[name].uuid == uuid:
+            self.feed(cb, DtmfDone(name, self.clock(), result))
 
     def _on_channel(self, fact: ChannelFact) -> None:
         ref = self.by_uuid.get(fact.uuid)
@@ -486,6 +519,8 @@ class Worker:
             self.feed(cb, CommandFailed("originate", str(exc), self.clock(), action.leg))
         elif isinstance(action, Bridge):
             self.feed(cb, CommandFailed("bridge", str(exc), self.clock()))
+        elif isinstance(action, SendDtmf):
+            self.feed(cb, CommandFailed("send_dtmf", str(exc), self.clock(), action.leg))
 
     def _do(self, cb: Callback, action: Action) -> None:
         if isinstance(action, Originate):
@@ -498,7 +533,7 @@ class Worker:
         elif isinstance(action, Kill) and action.after_s > 0:
             self._late_kills.append((time.monotonic() + action.after_s, cb.id, action))
             self._flush_work.set()  # the flush loop checks them
-        elif isinstance(action, Broadcast | Bridge | Kill):
+        elif isinstance(action, Broadcast | SendDtmf | Bridge | Kill):
             self.commander.later(cb, action)  # the event handler never waits for FreeSWITCH
         elif isinstance(action, Finished):
             log.info("callback %s: %s (%s)", cb.id, action.state, action.outcome)
@@ -580,9 +615,11 @@ class Worker:
             uuid=leg.uuid, callback_id=cb.id, leg=name, to=leg.to,
             caller_id_number=leg.from_, caller_id_name=leg.caller_id_name,
             route=self.settings.route(leg.route), ring_timeout_s=leg.ring_timeout_s,
-            # the other leg's dialling may also be put off by throttle retries
+            # the other leg's dialling may also be put off by throttle retries, and the
+            # bridge waits for either leg's digits to play out
             park_timeout_s=peer.ring_timeout_s + self.settings.park_margin_s
-            + int(THROTTLE_RETRY_TOTAL_S + 0.999),
+            + int(THROTTLE_RETRY_TOTAL_S + 0.999)
+            + sum(math.ceil(dtmf_play_s(x.send_dtmf)) for x in (leg, peer) if x.send_dtmf),
         )
         return commands.originate(dial)
 

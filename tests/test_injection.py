@@ -74,7 +74,8 @@ DEFAULT_ROUTE: str = TEST_ROUTES["default_route"]
 ROUTE_NAMES = sorted(ROUTES)
 FAST_ROUTES = ["answer", "busy", "reject", "ring", "user"]
 TOP_KEYS = {"leg_A", "leg_B", "mode", "first", "metadata"}
-LEG_KEYS = {"to", "from", "caller_id_name", "route", "ring_timeout"}
+LEG_KEYS = {"to", "from", "caller_id_name", "route", "ring_timeout", "send_dtmf"}
+DTMF = re.compile(r"[0-9*#wW]{1,32}")
 NUMBER = re.compile(r"\+?[0-9]{2,20}")
 CALLER_NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
 MAX_BODY_BYTES = 16 * 1024
@@ -108,6 +109,9 @@ def leg_valid(leg: Any) -> bool:
         return False
     name = leg.get("caller_id_name", "x")
     if not (isinstance(name, str) and CALLER_NAME.fullmatch(name)):
+        return False
+    digits = leg.get("send_dtmf", "1")
+    if not (isinstance(digits, str) and DTMF.fullmatch(digits)):
         return False
     timeout = leg.get("ring_timeout", 30)
     return type(timeout) is int and 5 <= timeout <= 300
@@ -188,6 +192,7 @@ FIELD_SAMPLES = {
     "to": ["1000123", "+10001234", "10012345678"], "from": ["1000125", "+1000999888"],
     "caller_id_name": ["Alice", "fsctl.test-1"], "route": ROUTE_NAMES,
     "ring_timeout": ["30"], "mode": ["sequential", "simultaneous"], "first": ["A", "B"],
+    "send_dtmf": ["12#", "ww1*"],
 }
 NEAR: dict[str, list[Any]] = {
     "to": ["1", "+", "++1000123", "1" * 21, "+" + "1" * 21, "1000123 ", " 1000123",
@@ -201,6 +206,8 @@ NEAR: dict[str, list[Any]] = {
                      [30], {"s": 30}, None, float("nan"), float("inf"), -0.0],
     "mode": ["Sequential", "SIMULTANEOUS", "parallel", "", "sequential ", 1, True],
     "first": ["a", "b", "AB", "C", "", "A ", 0, ["A"]],
+    "send_dtmf": ["", "1" * 33, "12a", "1 2", "1@500", "1+2", "~1", "ABCD", "１２", 12, ["1"],
+                  "1\napi hupall", "1 &bridge(user/1000)", "1,2"],
     "metadata": [{"k": 1}, {"k": None}, {"k": True}, {"k": {"x": "y"}}, {"k": ["a"]}, {"": "v"},
                  {".k": "v"}, {"-k": "v"}, {"k" * 41: "v"}, {"k\n": "v"}, {"k v": "v"},
                  {"k": "a\nb"}, {"k": "a\r"}, {"k": "\x00"}, {"k": "\x85"}, {"k": "x" * 257},
@@ -268,6 +275,9 @@ def _valid_pool(size: int = 4000) -> list[dict[str, Any]]:
                 spec["route"] = rnd.choice(FAST_ROUTES)
             if rnd.random() < 0.4:
                 spec["ring_timeout"] = rnd.randint(5, 300)
+            if rnd.random() < 0.2:
+                spec["send_dtmf"] = "".join(rnd.choice("0123456789*#wW")
+                                            for _ in range(rnd.randint(1, 32)))
             body[leg] = spec
         if rnd.random() < 0.5:
             body["mode"] = rnd.choice(["sequential", "simultaneous"])
@@ -286,7 +296,8 @@ valid_numbers = st.integers(0, 2**40).map(_number)
 VALID_FOR = {"from": valid_numbers,
              "caller_id_name": st.sampled_from([b["leg_A"]["caller_id_name"] for b in VALID_POOL
                                                 if "caller_id_name" in b["leg_A"]]),
-             "route": st.sampled_from(FAST_ROUTES), "ring_timeout": st.integers(5, 300)}
+             "route": st.sampled_from(FAST_ROUTES), "ring_timeout": st.integers(5, 300),
+             "send_dtmf": st.from_regex(r"[0-9*#wW]{1,32}", fullmatch=True)}
 
 hostile_text = st.lists(st.sampled_from(ATOMS) | st.text(max_size=4), min_size=1,
                         max_size=3).map("".join)
@@ -319,7 +330,7 @@ hostile_keys = st.one_of(st.sampled_from(HOSTILE_KEYS), st.sampled_from(HOSTILE_
                          pooled_strings, hostile_text)
 hostile_extra = st.one_of(pooled_wrong, pooled_strings, nested, nested, wrong_types)
 
-LEG_FIELDS = ["to", "from", "caller_id_name", "route", "ring_timeout"]
+LEG_FIELDS = ["to", "from", "caller_id_name", "route", "ring_timeout", "send_dtmf"]
 MUTATIONS = (
     [("leg_field", leg, f) for leg in ("leg_A", "leg_B") for f in LEG_FIELDS] * 2
     + [("top_field", "", f) for f in ("mode", "first", "metadata")]
@@ -846,6 +857,7 @@ def test_redis_cli_non_utf8_job_is_dead_lettered_and_the_worker_goes_on(redis_se
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 ORIGINATE = re.compile(r"bgapi originate \{([^{}\s]*)\}(\S+) &park\(\)")
+SEND_DTMF = re.compile(rf"bgapi uuid_send_dtmf ({UUID}) ([0-9*#wW]{{1,32}})")
 VAR_ITEM = re.compile(r"([a-z][a-z0-9_]*)=([A-Za-z0-9._+-]{1,64})")
 
 
@@ -939,10 +951,18 @@ def test_zz_freeswitch_received_nothing_but_fsctls_own_commands(
     forms = fixed_forms(harness.stack)
     extra: list[str] = []
     originated: list[str] = []
+    digits_of = {leg["uuid"]: leg["send_dtmf"] for rec in records.values()
+                 for leg in rec["legs"].values()}
+    dtmf_sent = 0
     for cmd in list(harness.sim.commands):
         assert not any(c in cmd.text for c in "\r\n\x00"), repr(cmd.text)
         if cmd.text.startswith("bgapi originate "):
             originated.append(audit_originate(cmd.text, cmd.headers, records, harness.stack))
+            continue
+        if m := SEND_DTMF.fullmatch(cmd.text):  # exactly the digits its record asked for
+            assert set(cmd.headers) == {"Job-UUID"} and re.fullmatch(UUID, cmd.headers["Job-UUID"])
+            assert digits_of.get(m[1]) == m[2], f"digits no record asked for: {cmd.text!r}"
+            dtmf_sent += 1
             continue
         if cmd.headers or not any(f.fullmatch(cmd.text) for f in forms):
             extra.append(f"{cmd.text!r} {cmd.headers}")
@@ -974,7 +994,8 @@ def test_zz_freeswitch_received_nothing_but_fsctls_own_commands(
     line = (f"injection: {n_http} inputs via HTTP, {n_redis} via redis-cli "
             f"({n_http + n_redis} total), {c['accepted_http'] + c['accepted_redis']} accepted "
             f"({c['accepted_http']} HTTP, {c['accepted_redis']} redis-cli), "
-            f"{c['dead_redis']} dead-lettered, {len(originated)} originates and "
+            f"{c['dead_redis']} dead-lettered, {len(originated)} originates, {dtmf_sent} "
+            f"uuid_send_dtmf and "
             f"{len(harness.sim.commands)} commands checked, 0 extra commands, "
             f"0 foreign variables, 0 foreign dial strings; HTTP codes {dict(sorted(harness.codes.items()))}")
     print(line)

@@ -166,6 +166,19 @@ def _sched_hangup(sim: Simulator, arg: str) -> ApiResult:
     return "+OK\n"
 
 
+def _uuid_send_dtmf(sim: Simulator, arg: str) -> ApiResult:
+    """FreeSWITCH 1.11's answers, recorded from the real one: ``+OK <uuid> sent DTMF
+    <digits>.`` or ``-ERR Cannot locate session!``; the digits go to :attr:`Simulator.dtmf`."""
+    parts = arg.split()
+    if len(parts) != 2:
+        return "-USAGE: <uuid> <dtmf_data>\n"
+    uuid, digits = parts
+    if uuid not in sim.model.channels:
+        return "-ERR Cannot locate session!\n"
+    sim.dtmf.append((uuid, digits, time.time()))
+    return f"+OK {uuid} sent DTMF {digits}.\n"
+
+
 def _status(sim: Simulator, arg: str) -> ApiResult:
     return (
         f"UP {sim.uptime_text()}\n{VERSION} is ready\n"
@@ -228,6 +241,7 @@ API_COMMANDS: dict[str, ApiHandler] = {
     "show": _show,
     "hupall": _hupall,
     "sched_hangup": _sched_hangup,
+    "uuid_send_dtmf": _uuid_send_dtmf,
     "status": _status,
     "global_getvar": _global_getvar,
     "global_setvar": _global_setvar,

@@ -76,6 +76,8 @@ class Simulator:
         self.keep_commands = keep_commands
         self.commands: list[ReceivedCommand] = []
         self.global_vars: dict[str, str] = {}
+        self.dtmf: list[tuple[str, str, float]] = []
+        """(channel uuid, digits, when) of every ``uuid_send_dtmf`` a live channel took."""
         self.core_uuid = str(uuidlib.uuid4())
         self.factory = EventFactory(self.core_uuid, self.config.hostname)
         self.model = CallModel(self)
