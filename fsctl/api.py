@@ -271,9 +271,11 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
                     log.warning("Idempotency-Key %r not released (expires by itself): %s",
                                 idem, exc)
 
-    def created(who: Principal, body: dict[str, Any], idem: str | None,
-                fingerprint: str, claim: str = "") -> Response:
-        """Validate, admit and store one callback request; its 202."""
+    def build(who: Principal, body: Any) -> Callback:
+        """A valid callback request as a new queued callback, or the ApiError saying why not."""
+        if not isinstance(body, dict):
+            raise ApiError(422, "body must be a JSON object",
+                           {"_schema": ["expected an object with leg_A and leg_B"]})
         try:
             req = schemas.REQUEST_SCHEMA.load(body)
             cb = schemas.build_callback(req, settings, owner=who.name, allowed_routes=who.routes)
@@ -283,6 +285,12 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
             raise ApiError(403, str(exc), exc.errors) from None
         if cb.status_callback:
             check_status_callback(cb.status_callback)
+        return cb
+
+    def created(who: Principal, body: dict[str, Any], idem: str | None,
+                fingerprint: str, claim: str = "") -> Response:
+        """Validate, admit and store one callback request; its 202."""
+        cb = build(who, body)
         try:
             store.create(cb, limits_for(who), idem, fingerprint, claim)
         except KeyBusy:  # this request outlived its claim; another one holds the key now
@@ -304,6 +312,50 @@ def create_app(settings: Settings, client: redis.Redis | None = None) -> Flask:
                      extra=callback_fields(cb.id, {n: leg.uuid for n, leg in cb.legs.items()}))
         return _json(None, 202, {"Location": f"{BASE}/{cb.id}"},
                      body=compact_json(schemas.present(cb)))
+
+    @app.post(f"{BASE}/batch")
+    def create_batch() -> Response:
+        """Up to ``batch_max`` callback requests, each validated and admitted on its own
+        (an invalid one rejects no other), the valid ones stored in one Redis round trip;
+        per-item results in order."""
+        who = require("callbacks:create")
+        if "Idempotency-Key" in request.headers:
+            raise ApiError(400, "Idempotency-Key is not taken on /batch", {"Idempotency-Key": [
+                "not taken on a batch: send retried callbacks one by one with a key"]})
+        body = read_json_body(settings.max_body_bytes * settings.batch_max,
+                              settings.max_json_depth + 2)
+        items = body.get("callbacks") if isinstance(body, dict) else None
+        if not isinstance(items, list) or set(body) != {"callbacks"}:
+            raise ApiError(422, "body must be {\"callbacks\": [<callback request>, ...]}",
+                           {"callbacks": [("required: a list of callback requests, and nothing "
+                                          "else beside it")]})
+        if not 1 <= len(items) <= settings.batch_max:
+            raise ApiError(422, f"a batch holds 1 to {settings.batch_max} callbacks",
+                           {"callbacks": [(f"1 to {settings.batch_max} requests, not "
+                                          f"{len(items)}")]})
+        results: list[dict[str, Any]] = [{} for _ in items]
+        valid: list[tuple[int, Callback]] = []
+        for i, item in enumerate(items):
+            try:
+                valid.append((i, build(who, item)))
+            except ApiError as exc:
+                results[i] = {"status": exc.code,
+                              "error": error_payload(exc.code, exc.message, exc.errors)}
+        stored = store.create_many([(cb, limits_for(who)) for _, cb in valid]) if valid else []
+        for (i, cb), entry in zip(valid, stored, strict=True):
+            if isinstance(entry, Refused):
+                results[i] = {"status": 429, "retry_after_s": entry.retry_after_s,
+                              "error": error_payload(429, str(entry), {"limit": entry.reason})}
+            elif isinstance(entry, StoreError):
+                results[i] = {"status": 503, "error": error_payload(
+                    503, "storage unavailable; this callback was not accepted")}
+            else:
+                results[i] = {"status": 202, "href": f"{BASE}/{cb.id}",
+                              "callback": schemas.present(cb)}
+        accepted = sum(1 for r in results if r["status"] == 202)
+        log.info("batch of %d: %d accepted (owner %s)", len(items), accepted, who.name)
+        return _json({"accepted": accepted, "rejected": len(items) - accepted,
+                      "results": [{"index": i, **r} for i, r in enumerate(results)]})
 
     def replay(callback_id: str) -> Response:
         """A retried request: the answer of the first, with the callback as it is now."""

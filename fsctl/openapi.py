@@ -158,6 +158,38 @@ class CallbackPageSchema(Schema):
         "pattern": f"^{BASE}\\?"})
 
 
+class BatchRequestSchema(Schema):
+    """POST /voice/call/callback/batch body: the callback requests, each taken on its own."""
+
+    callbacks = fields.List(fields.Nested(schemas.CallbackRequestSchema), required=True,
+                            metadata={"description": "callback requests, as POST "
+                                      "/voice/call/callback takes one"})
+
+
+class BatchResultSchema(Schema):
+    """What became of one item of a batch."""
+
+    index = fields.Integer(required=True, metadata={"description": "its place in the batch"})
+    status = fields.Integer(required=True, metadata={
+        "description": "what POST /voice/call/callback would have answered for it alone: 202 "
+                       "accepted, 422 invalid, 403 a route's policy, 429 a limit, 503 Redis"})
+    href = fields.String(metadata={"description": "202: the callback's URL",
+                                   "pattern": f"^{BASE}/[0-9a-f]{{32}}$"})
+    callback = fields.Nested(CallbackViewSchema, metadata={"description": "202: the callback"})
+    error = fields.Nested(lambda: ErrorSchema(), metadata={
+        "description": "otherwise: the error payload it would have had"})
+    retry_after_s = fields.Integer(metadata={"description": "429: seconds until the limit "
+                                                            "would take it"})
+
+
+class BatchReplySchema(Schema):
+    """The answer to a batch: one result per item, in order."""
+
+    accepted = fields.Integer(required=True)
+    rejected = fields.Integer(required=True)
+    results = fields.List(fields.Nested(BatchResultSchema), required=True)
+
+
 class ErrorSchema(Schema):
     """Every error answer has this shape."""
 
@@ -330,6 +362,8 @@ def spec(settings: Settings) -> dict[str, Any]:
     doc.components.schema("CallbackSummary", schema=CallbackSummarySchema)
     doc.components.schema("CallbackPage", schema=CallbackPageSchema)
     doc.components.schema("Error", schema=ErrorSchema)
+    doc.components.schema("BatchRequest", schema=BatchRequestSchema)
+    doc.components.schema("BatchReply", schema=BatchReplySchema)
     doc.components.schema("Health", schema=HealthSchema)
     doc.components.header("RetryAfter", {
         "description": "seconds to wait before retrying", "required": True,
@@ -404,6 +438,29 @@ def spec(settings: Settings) -> dict[str, Any]:
                     "schema": {"$ref": "#/components/schemas/CallbackPage"}}}}}, 422),
         },
     })
+    doc.path(path=f"{BASE}/batch", operations={"post": {
+        "operationId": "createCallbacks", "summary": "Request several callbacks at once",
+        "description": f"1 to {settings.batch_max} callback requests. Each is validated, "
+                       "checked against the limits (counted per item, as if sent alone) and "
+                       "stored on its own: an invalid one rejects no other, and the valid "
+                       "ones go to Redis in one round trip. Answers 200 with one result per "
+                       "item, in order. A body that is not a batch is refused whole (422). "
+                       "No Idempotency-Key (400): retry a lost batch's items one by one "
+                       f"with keys. At most {settings.batch_max} × {settings.max_body_bytes} "
+                       "bytes of body.",
+        "security": _VOICE_SECURITY,
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/BatchRequest"},
+            "examples": {"two": {"summary": "Two callbacks, one with digits and metadata",
+                                 "value": {"callbacks": [_REQUEST_EXAMPLES["seed"]["value"], {
+                                     "leg_A": {"to": "1000131"},
+                                     "leg_B": {"to": "1000132", "send_dtmf": "ww2#"},
+                                     "metadata": {"ticket": "CRM-48214"}}]}}}}}},
+        "responses": _responses({200: {
+            "description": "One result per item, in order.",
+            "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/BatchReply"}}}}}, 413, 415, 422),
+    }})
     doc.path(path=f"{BASE}/{{callback_id}}", parameters=[_CALLBACK_ID], operations={
         "get": {
             "operationId": "getCallback", "summary": "A callback's state, legs and history",

@@ -93,6 +93,8 @@ class Settings:
     """At most this many callbacks may ring one number per hour (callback bombing)."""
     max_json_depth: int = 4
     """Deepest JSON nesting a request body may have."""
+    batch_max: int = 100
+    """Most callbacks one ``POST /voice/call/callback/batch`` (or redis-cli batch job) holds."""
     capacity_headroom: float = 0.8
     """Share of its node's sessions-per-second and max-sessions a worker uses (each leg counts)."""
     originates_per_s_max: float = 0.0
@@ -223,6 +225,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         tokens=tokens,
         rate_per_minute=_number(env, "FSCTL_RATE_PER_MINUTE", d.rate_per_minute, 1, 1_000_000),
         max_live=_number(env, "FSCTL_MAX_LIVE", d.max_live, 1, 1_000_000),
+        batch_max=_number(env, "FSCTL_BATCH_MAX", d.batch_max, 1, 1000),
         dest_max_per_hour=_number(env, "FSCTL_DEST_MAX_PER_HOUR", d.dest_max_per_hour, 1, 1_000_000),
         esl_ping_s=_number(env, "FSCTL_ESL_PING_S", d.esl_ping_s, 0.1, 10),
         worker_name=env.get("FSCTL_WORKER_NAME") or None,

@@ -407,6 +407,41 @@ class Store:
         ``fingerprint`` (the request's) and the callback in the same step.
         """
         limits = limits or Limits(owner=cb.owner or OPEN_OWNER)
+        keys, args, now = self._admission(cb, limits, idempotency_key, fingerprint, claim)
+        try:
+            reply = self._admit(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise StoreError(f"could not store callback {cb.id}: {exc}") from exc
+        return self._admitted(cb, reply, limits, now)
+
+    def create_many(self, items: list[tuple[Callback, Limits]]) -> list[str | StoreError]:
+        """:meth:`create` for several callbacks in one round trip (no idempotency keys),
+        each admitted on its own against its limits, in order: each one's job entry id, or
+        the :class:`Refused` (or StoreError) that kept it out. Raises StoreError when Redis
+        fails the round trip itself."""
+        pipe = self.r.pipeline(transaction=False)
+        nows: list[float] = []
+        for cb, limits in items:
+            keys, args, now = self._admission(cb, limits, None, "", "")
+            self._admit(keys=keys, args=args, client=pipe)
+            nows.append(now)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            raise StoreError(f"could not store {len(items)} callbacks: {exc}") from exc
+        out: list[str | StoreError] = []
+        for (cb, limits), reply, now in zip(items, replies, nows, strict=True):
+            try:
+                if isinstance(reply, Exception):
+                    raise StoreError(f"could not store callback {cb.id}: {reply}")
+                out.append(self._admitted(cb, reply, limits, now))
+            except StoreError as exc:
+                out.append(exc)
+        return out
+
+    def _admission(self, cb: Callback, limits: Limits, idempotency_key: str | None,
+                   fingerprint: str, claim: str) -> tuple[list[str], list[Any], float]:
+        """The admission script's keys and arguments for ``cb`` (and when they were made)."""
         cb.dest_counted = True  # stored with the record only if the script admits it
         now = time.time()
         window = int(now // 60)
@@ -419,10 +454,11 @@ class Store:
                 limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S,
                 "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now),
                 fingerprint, claim]
-        try:
-            reply = self._admit(keys=keys, args=args)
-        except redis.RedisError as exc:
-            raise StoreError(f"could not store callback {cb.id}: {exc}") from exc
+        return keys, args, now
+
+    def _admitted(self, cb: Callback, reply: Any, limits: Limits, now: float) -> str:
+        """What the admission script answered for ``cb``: its job entry id, or the error."""
+        dests = sorted({destination(leg.to) for leg in cb.legs.values()})
         verdict = reply[0]
         if verdict == "ok":
             self.outbox.enqueue_now(cb)
