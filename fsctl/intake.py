@@ -16,9 +16,9 @@ from marshmallow import ValidationError
 
 from . import schemas
 from .dispatch import StartPlan
-from .errors import PolicyDenied
+from .errors import PolicyDenied, StoreError
 from .model import Callback
-from .store import Refused
+from .store import OPEN_OWNER, Limits, Refused
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -41,6 +41,15 @@ def entry_time(entry_id: str, now: float) -> float:
     return added if now - ENTRY_TIME_MAX_AGE_S < added <= now else now
 
 
+def _reason(exc: Exception) -> str:
+    """Why a redis-cli request is invalid, for its dead-letter entry."""
+    if isinstance(exc, ValidationError):
+        return json.dumps(exc.messages)
+    if isinstance(exc, PolicyDenied):
+        return f"{exc}: {json.dumps(exc.errors)}"
+    return str(exc)
+
+
 class Intake:
     """The worker's job intake (I/O through the worker's store and link)."""
 
@@ -58,6 +67,9 @@ class Intake:
         made callbacks first). A job Redis failed on is left pending, to be taken again."""
         claims: list[tuple[str, str, dict[str, str]]] = []
         for entry_id, fields in entries:
+            if "requests" in fields and "callback_id" not in fields:
+                self._fan_out(entry_id, fields)
+                continue
             try:
                 callback_id = self._callback_of(entry_id, fields)
             except redis.RedisError as exc:
@@ -164,26 +176,66 @@ class Intake:
         if self.w.store.cancel_requested(cb.id):
             self.w.cancel(cb.id)
 
+    def _fan_out(self, entry_id: str, fields: dict[str, str]) -> None:
+        """A redis-cli batch (``requests``: a JSON list of callback requests): each valid one
+        becomes a callback with its own job (stored as an API request is, counted against the
+        per-destination limit), each invalid one is dead-lettered with its index and reason,
+        then the batch's job is acknowledged and ``job:<entry>`` lists the callbacks made (in
+        order, null for a rejected one). Redelivered, it makes nothing twice: the callbacks'
+        ids come from the entry id and each item's index."""
+        try:
+            items = json.loads(fields["requests"])
+        except ValueError as exc:
+            self.w.store.dead_letter(entry_id, fields, f"invalid batch: not JSON: {exc}")
+            return
+        most = self.w.settings.batch_max
+        if not isinstance(items, list) or not 1 <= len(items) <= most:
+            self.w.store.dead_letter(entry_id, fields, f"invalid batch: 'requests' must be a "
+                                     f"JSON list of 1 to {most} callback requests")
+            return
+        made: list[tuple[int, Callback]] = []
+        rejected: list[tuple[int, str]] = []
+        for i, body in enumerate(items):
+            try:
+                made.append((i, self._build(body, uuidlib.uuid5(JOB_NAMESPACE,
+                                                                f"{entry_id}#{i}").hex,
+                                            entry_time(entry_id, time.time()))))
+            except (ValueError, ValidationError, PolicyDenied) as exc:
+                rejected.append((i, f"invalid request: {_reason(exc)}"))
+        store = self.w.store
+        try:
+            limits = Limits(owner=OPEN_OWNER, dest_max_per_hour=self.w.settings.dest_max_per_hour)
+            stored = store.create_many([(cb, limits) for _, cb in made]) if made else []
+            ids: list[str | None] = [None] * len(items)
+            for (index, cb), result in zip(made, stored, strict=True):
+                if isinstance(result, StoreError) and store.get(cb.id) is None:
+                    rejected.append((index, f"refused: {result}"))
+                else:
+                    ids[index] = cb.id  # made now, or by an earlier delivery of this batch
+            store.fan_out_done(entry_id, items, ids, sorted(rejected))
+        except redis.RedisError as exc:
+            log.warning("batch job %s: redis failed, left pending: %s", entry_id, exc)
+            return
+        log.info("batch job %s: %d callbacks made, %d items dead-lettered", entry_id,
+                 len(items) - len(rejected), len(rejected))
+
+    def _build(self, body: object, callback_id: str, now: float) -> Callback:
+        """A queued callback from one redis-cli request (raises what makes it invalid)."""
+        if not isinstance(body, dict):
+            raise ValidationError({"_schema": ["request must be a JSON object"]})
+        req = schemas.REQUEST_SCHEMA.load(body)
+        return schemas.build_callback(req, self.w.settings, callback_id=callback_id, now=now)
+
     def _create_from_request(self, entry_id: str, fields: dict[str, str]) -> str | None:
         raw = fields.get("request")
         if raw is None:
             self.w.store.dead_letter(entry_id, fields, "job has neither 'callback_id' nor 'request'")
             return None
         try:
-            body = json.loads(raw)
-            if not isinstance(body, dict):
-                raise ValidationError({"_schema": ["request must be a JSON object"]})
-            req = schemas.REQUEST_SCHEMA.load(body)
-            cb = schemas.build_callback(
-                req, self.w.settings, callback_id=uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex,
-                now=entry_time(entry_id, time.time()))
+            cb = self._build(json.loads(raw), uuidlib.uuid5(JOB_NAMESPACE, entry_id).hex,
+                             entry_time(entry_id, time.time()))
         except (ValueError, ValidationError, PolicyDenied) as exc:
-            if isinstance(exc, ValidationError):
-                reason = json.dumps(exc.messages)
-            elif isinstance(exc, PolicyDenied):
-                reason = f"{exc}: {json.dumps(exc.errors)}"
-            else:
-                reason = str(exc)
+            reason = _reason(exc)
             log.warning("job %s: invalid, dead-lettered: %s", entry_id, reason)
             self.w.store.dead_letter(entry_id, fields, f"invalid request: {reason}")
             return None

@@ -823,6 +823,21 @@ class Store:
         pipe.xack(self.keys.jobs, GROUP, entry_id)
         pipe.execute()
 
+    def fan_out_done(self, entry_id: str, items: list[Any], ids: list[str | None],
+                     rejected: list[tuple[int, str]]) -> None:
+        """A redis-cli batch job handled: its rejected items dead-lettered (each with its
+        index and reason), ``job:<entry>`` set to the callbacks made (JSON list, null where
+        rejected), the job acknowledged; in one transaction."""
+        pipe = self.r.pipeline(transaction=True)
+        for index, reason in rejected:
+            payload = json.dumps({"request": json.dumps(items[index]), "batch_index": index})
+            pipe.xadd(self.keys.dead, {"entry_id": entry_id, "payload": payload,
+                                       "reason": f"item {index}: {reason}"},
+                      maxlen=DEAD_MAXLEN, approximate=True)
+        pipe.set(self.keys.job(entry_id), json.dumps(ids), ex=self.record_ttl_s)
+        pipe.xack(self.keys.jobs, GROUP, entry_id)
+        pipe.execute()
+
     def create_from_job(self, cb: Callback, entry_id: str, dest_max_per_hour: int = -1) -> bool:
         """Store the callback a redis-cli job became (idempotent on redelivery), counted
         against the per-destination limit like an API request (-1: no limit). True when

@@ -73,3 +73,64 @@ def test_a_batch_that_is_not_one_is_refused_whole(redis_url: str) -> None:
         assert s.redis.xlen(s.store.keys.jobs) == 0
     finally:
         s.close()
+
+
+def test_a_redis_cli_batch_makes_a_callback_per_valid_item_and_dead_letters_the_rest(
+        redis_url: str) -> None:
+    import json
+    import time
+
+    import gevent
+
+    s = Stack(redis_url, None)
+    try:
+        requests = [item("1000123", "1000125", metadata={"n": "0"}), item("1000131", "1000131"),
+                    "nope", item("1000141", "1000142")]
+        entry = s.redis.xadd(s.store.keys.jobs, {"requests": json.dumps(requests)})
+        deadline = time.monotonic() + 5
+        while not (made := s.redis.get(f"fsctl:job:{entry}")):
+            assert time.monotonic() < deadline, "the batch job was not taken"
+            gevent.sleep(0.05)
+        ids = json.loads(made)
+        assert [i is not None for i in ids] == [True, False, False, True]
+        for cid in (ids[0], ids[3]):
+            rec = s.wait_for(cid, "bridged")
+            s.kill(rec["legs"]["B"]["uuid"])
+            s.wait_for(cid, "completed")
+        assert s.get(ids[0])["metadata"] == {"n": "0"}
+        dead = [f for _, f in s.redis.xrange(s.store.keys.dead) if f["entry_id"] == entry]
+        assert [f["reason"].split(":")[0] for f in dead] == ["item 1", "item 2"]
+        assert "the same number" in dead[0]["reason"]
+        assert json.loads(json.loads(dead[1]["payload"])["request"]) == "nope"
+        # the batch's own job is acknowledged; a redelivery would make nothing twice
+        assert s.redis.xpending(s.store.keys.jobs, "workers")["pending"] == 0
+        s.worker.intake.take_all([(entry, {"requests": json.dumps(requests)})])
+        assert json.loads(s.redis.get(f"fsctl:job:{entry}")) == ids
+        assert s.redis.zcard(s.store.keys.callbacks) == 2
+    finally:
+        s.close()
+
+
+def test_a_redis_cli_batch_that_is_not_one_is_dead_lettered_whole(redis_url: str) -> None:
+    import json
+    import time
+
+    import gevent
+
+    s = Stack(redis_url, None, batch_max=2)
+    try:
+        bad = {"not json": "[{", "too many": json.dumps([item("1000123", "1000125")] * 3),
+               "not a list": json.dumps({"leg_A": {"to": "1000123"}})}
+        entries = {s.redis.xadd(s.store.keys.jobs, {"requests": raw}): why
+                   for why, raw in bad.items()}
+        deadline = time.monotonic() + 5
+        while len(dead := {f["entry_id"]: f["reason"] for _, f in
+                           s.redis.xrange(s.store.keys.dead)}) < len(entries):
+            assert time.monotonic() < deadline, dead
+            gevent.sleep(0.05)
+        assert all(dead[e].startswith("invalid batch:") for e in entries)
+        assert "1 to 2 callback requests" in dead[next(e for e, w in entries.items()
+                                                       if w == "too many")]
+        assert s.redis.zcard(s.store.keys.callbacks) == 0
+    finally:
+        s.close()
