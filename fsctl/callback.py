@@ -70,6 +70,13 @@ class Redial:
 
 
 @dataclass(frozen=True, slots=True)
+class Due:
+    """A scheduled callback's ``not_before`` has come: it queues for a node like any other."""
+
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
 class Expire:
     """The callback waited longer than it may for a node to dial it."""
 
@@ -96,7 +103,7 @@ class DtmfDone:
 
 
 Input = (Start | Cancel | LegSignal | JobDone | CommandFailed | Redial | Expire | Lost
-         | DtmfDone)
+         | DtmfDone | Due)
 
 # ---- actions -----------------------------------------------------------------------
 
@@ -235,8 +242,12 @@ def apply(cb: Callback, event: Input) -> list[Action]:
         return _command_failed(cb, event)
     if isinstance(event, Redial):
         return _redial(cb, event)
+    if isinstance(event, Due):
+        if cb.state == "scheduled":
+            _set_state(cb, "queued", event.ts)
+        return []
     if isinstance(event, Expire):
-        if cb.state != "queued":
+        if cb.state not in ("scheduled", "queued"):
             return []
         return _finish(cb, "failed", "expired", event.ts)
     if isinstance(event, Lost):

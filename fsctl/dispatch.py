@@ -250,9 +250,10 @@ class Dispatcher:
         what it asked."""
         w = self.w
         if fresh.outcome == "expired":
-            log.warning("callback %s: queued %.1fs, longer than queue_timeout_s (%ss): "
-                        "expired", fresh.id, w.clock() - fresh.created_at,
-                        w.settings.queue_timeout_s)
+            log.warning("callback %s: waited %.1fs (queue_timeout_s %ss, not_after %s): "
+                        "expired", fresh.id,
+                        w.clock() - max(fresh.created_at, fresh.not_before or 0.0),
+                        w.settings.queue_timeout_s, fresh.not_after)
         w.replace(fresh)
         w.execute(fresh, plan.actions)
 
@@ -271,7 +272,9 @@ class StartPlan:
         if cb.state != "queued" or cb.worker != w.name:
             return False
         now = w.clock()
-        if now - cb.created_at > w.settings.queue_timeout_s:
+        waited = now - max(cb.created_at, cb.not_before or 0.0)
+        if waited > w.settings.queue_timeout_s or (cb.not_after is not None
+                                                    and now > cb.not_after):
             self.actions.extend(apply(cb, Expire(now)))
             return True
         self.actions.extend(apply(cb, Start(now)))

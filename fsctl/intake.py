@@ -15,6 +15,7 @@ import redis
 from marshmallow import ValidationError
 
 from . import schemas
+from .callback import Due, apply
 from .dispatch import StartPlan
 from .errors import PolicyDenied, StoreError
 from .model import Callback
@@ -137,6 +138,8 @@ class Intake:
                 start.actions.clear()
             if cb.final:
                 return False
+            if cb.state == "scheduled":
+                apply(cb, Due(self.w.clock()))  # its job exists: its time has come
             if cb.state == "queued":
                 cb.node, cb.core_uuid = node, core  # started when it can be dialled
             elif cb.node != node:
@@ -202,6 +205,12 @@ class Intake:
                                             entry_time(entry_id, time.time()))))
             except (ValueError, ValidationError, PolicyDenied) as exc:
                 rejected.append((i, f"invalid request: {_reason(exc)}"))
+        self._store_made(entry_id, items, made, rejected)
+
+    def _store_made(self, entry_id: str, items: list[object], made: list[tuple[int, Callback]],
+                    rejected: list[tuple[int, str]], single: bool = False) -> None:
+        """Store the callbacks a redis-cli job made (as API requests are: each with its own
+        job, or scheduled), dead-letter what was rejected, acknowledge the job."""
         store = self.w.store
         try:
             limits = Limits(owner=OPEN_OWNER, dest_max_per_hour=self.w.settings.dest_max_per_hour)
@@ -211,12 +220,15 @@ class Intake:
                 if isinstance(result, StoreError) and store.get(cb.id) is None:
                     rejected.append((index, f"refused: {result}"))
                 else:
-                    ids[index] = cb.id  # made now, or by an earlier delivery of this batch
-            store.fan_out_done(entry_id, items, ids, sorted(rejected))
+                    ids[index] = cb.id  # made now, or by an earlier delivery of this job
+            if single and rejected:
+                store.dead_letter(entry_id, {"request": json.dumps(items[0])}, rejected[0][1])
+                return
+            store.fan_out_done(entry_id, items, ids, sorted(rejected), single)
         except redis.RedisError as exc:
-            log.warning("batch job %s: redis failed, left pending: %s", entry_id, exc)
+            log.warning("job %s: redis failed, left pending: %s", entry_id, exc)
             return
-        log.info("batch job %s: %d callbacks made, %d items dead-lettered", entry_id,
+        log.info("job %s: %d callbacks made, %d items dead-lettered", entry_id,
                  len(items) - len(rejected), len(rejected))
 
     def _build(self, body: object, callback_id: str, now: float) -> Callback:
@@ -239,6 +251,9 @@ class Intake:
             log.warning("job %s: invalid, dead-lettered: %s", entry_id, reason)
             self.w.store.dead_letter(entry_id, fields, f"invalid request: {reason}")
             return None
+        if cb.state == "scheduled":
+            self._store_made(entry_id, [json.loads(raw)], [(0, cb)], [], single=True)
+            return None  # its own job comes when its time does
         cb.job_id = entry_id
         try:
             self.w.store.create_from_job(cb, entry_id, self.w.settings.dest_max_per_hour)

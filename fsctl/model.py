@@ -11,7 +11,7 @@ from typing import Any, overload
 
 import orjson
 
-CALLBACK_STATES = ("queued", "dialing", "waiting", "bridged", "completed", "failed", "cancelled")
+CALLBACK_STATES = ("scheduled", "queued", "dialing", "waiting", "bridged", "completed", "failed", "cancelled")
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 LEG_STATES = ("pending", "dialing", "ringing", "early", "answered", "bridged", "hungup")
 _LEG_RANK = {s: i for i, s in enumerate(LEG_STATES)}
@@ -247,6 +247,10 @@ class Callback:
     """Where status webhooks go (fsctl.webhooks); None: no webhooks."""
     status_events: list[str] | None = None
     """The status events asked for; None: every one."""
+    not_before: float | None = None
+    """Unix seconds: not dialled before then (``scheduled`` until then); None: at once."""
+    not_after: float | None = None
+    """Unix seconds: not started after then (it ends ``expired``); None: no bound."""
     metadata: dict[str, str] | None = None
     """The requester's own data (bounded in fsctl.schemas): stored and shown, never sent to
     FreeSWITCH; None: none given."""

@@ -30,6 +30,8 @@ CANCEL_PENDING = ("a DELETE asked for this live callback to be cancelled and it 
                   "yet (the worker is hanging up or cancelling its legs); false again once it "
                   "has ended: then state and outcome say what the cancel did")
 METADATA = "the request's metadata, as given; none when the request had none"
+NOT_BEFORE = "Unix seconds: the request's not_before (not dialled before); none: at once"
+NOT_AFTER = "Unix seconds: the request's not_after (expired if not started by then); none"
 
 # -- response schemas (mirror fsctl.schemas.present and fsctl.api._payload) ------------------
 
@@ -106,6 +108,8 @@ class CallbackViewSchema(Schema):
         "description": "where status webhooks go; none: no webhooks"})
     status_events = fields.List(fields.String(), required=True, allow_none=True, metadata={
         "description": "the status events asked for; none: every one"})
+    not_before = fields.Float(required=True, allow_none=True, metadata={"description": NOT_BEFORE})
+    not_after = fields.Float(required=True, allow_none=True, metadata={"description": NOT_AFTER})
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                            allow_none=True, metadata={"description": METADATA})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
@@ -144,6 +148,8 @@ class CallbackSummarySchema(Schema):
     talk_time_s = fields.Float(required=True, allow_none=True)
     cancel_pending = fields.Boolean(required=True, metadata={"description": CANCEL_PENDING})
     legs = fields.Nested(LegsSummarySchema, required=True)
+    not_before = fields.Float(required=True, allow_none=True, metadata={"description": NOT_BEFORE})
+    not_after = fields.Float(required=True, allow_none=True, metadata={"description": NOT_AFTER})
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                            allow_none=True, metadata={"description": METADATA})
 

@@ -29,6 +29,10 @@ METADATA_VALUE_MAX_CHARS = 256
 """Longest ``metadata`` value, in characters."""
 METADATA_MAX_BYTES = 2048
 """Most bytes of ``metadata`` as compact JSON (UTF-8), keys and values together."""
+SCHEDULE_HORIZON_S = 30 * 86400
+"""Furthest ahead a callback may be scheduled (``not_before``)."""
+_WHEN = ("must be an RFC 3339 date-time with its offset, e.g. 2026-12-02T10:00:00+01:00 or "
+         "2026-12-02T09:00:00Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 class Pattern(validate.Regexp):
@@ -117,6 +121,16 @@ class CallbackRequestSchema(Schema):
         fields.String(validate=validate.OneOf(EVENTS)), validate=validate.Length(1, len(EVENTS)),
         metadata={"description": "the events to send (default: all); ringing and answered "
                                  "come once per leg"})
+    not_before = fields.AwareDateTime(
+        format="iso", error_messages={"invalid": _WHEN, "invalid_awareness": _WHEN},
+        metadata={"description": "not dialled before this time: until then the callback is "
+                                 "`scheduled` (kept in Redis, cancellable); at most 30 days "
+                                 "ahead", "example": "2026-12-02T10:00:00+01:00"})
+    not_after = fields.AwareDateTime(
+        format="iso", error_messages={"invalid": _WHEN, "invalid_awareness": _WHEN},
+        metadata={"description": "not started after this time: a callback still waiting then "
+                                 "ends `failed` with outcome `expired`",
+                  "example": "2026-12-02T12:00:00+01:00"})
     metadata = fields.Dict(
         keys=fields.String(validate=Pattern(
             METADATA_KEY_RE, error="a key is 1 to 40 of A-Z a-z 0-9 _ . - (not starting with "
@@ -130,6 +144,17 @@ class CallbackRequestSchema(Schema):
                                  f"entries, {METADATA_VALUE_MAX_CHARS} characters a value, "
                                  f"{METADATA_MAX_BYTES} bytes in all as JSON",
                   "example": {"ticket": "CRM-48213", "queue": "website"}})
+
+    @validates_schema
+    def _window(self, data: dict[str, Any], **_: Any) -> None:
+        start, end = data.get("not_before"), data.get("not_after")
+        now = time.time()
+        if start is not None and start.timestamp() > now + SCHEDULE_HORIZON_S:
+            raise ValidationError("at most 30 days ahead", "not_before")
+        if end is not None and end.timestamp() <= now:
+            raise ValidationError("has already passed", "not_after")
+        if start is not None and end is not None and end <= start:
+            raise ValidationError("must be later than not_before", "not_after")
 
     @validates_schema
     def _metadata_size(self, data: dict[str, Any], **_: Any) -> None:
@@ -221,14 +246,18 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
         raise ValidationError(errors)
     if denied:
         raise PolicyDenied("destination not allowed", denied)
+    not_before = request["not_before"].timestamp() if request.get("not_before") else None
+    not_after = request["not_after"].timestamp() if request.get("not_after") else None
+    state = "scheduled" if not_before is not None and not_before > now else "queued"
     cb = Callback(
-        id=callback_id or ids[0], legs=legs, mode=request["mode"],
+        id=callback_id or ids[0], legs=legs, mode=request["mode"], state=state,
+        not_before=not_before, not_after=not_after,
         first=request["first"], created_at=now, updated_at=now, owner=owner,
         status_callback=request.get("status_callback"),
         status_events=list(request["status_events"]) if request.get("status_events") else None,
         metadata=dict(request["metadata"]) if "metadata" in request else None,
     )
-    cb.note(now, "state", state="queued")
+    cb.note(now, "state", state=state)
     return cb
 
 
@@ -257,6 +286,7 @@ def present(cb: Callback, cancel_requested: bool = False, *,
         "cancel_pending": cancel_requested and not cb.final,
         "legs": legs,
         "status_callback": cb.status_callback, "status_events": cb.status_events,
+        "not_before": cb.not_before, "not_after": cb.not_after,
         "metadata": cb.metadata,
         "history": cb.history.fragment() if raw_history else list(cb.history),
     }
@@ -277,5 +307,6 @@ def summary(cb: Callback, href: str, cancel_requested: bool = False) -> dict[str
         "first": cb.first, "created_at": cb.created_at, "updated_at": cb.updated_at,
         "ended_at": cb.ended_at, "talk_time_s": cb.talk_time_s,
         "cancel_pending": cancel_requested and not cb.final, "legs": legs,
+        "not_before": cb.not_before, "not_after": cb.not_after,
         "metadata": cb.metadata,
     }

@@ -98,10 +98,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[7]) - tonumber(ARG
 if tonumber(ARGV[5]) >= 0 and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then
   return {'live', 5}
 end
-for i = 9, #KEYS do
+for i = 10, #KEYS do
   local n = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tonumber(ARGV[6]) >= 0 and n >= tonumber(ARGV[6]) then
-    return {'dest', redis.call('TTL', KEYS[i]), i - 8}
+    return {'dest', redis.call('TTL', KEYS[i]), i - 9}
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
@@ -110,7 +110,7 @@ if ARGV[11] == '1' then
   redis.call('HSET', KEYS[7], 'state', 'done', 'callback_id', ARGV[2], 'fingerprint', ARGV[14])
   redis.call('EXPIRE', KEYS[7], tonumber(ARGV[12]))
 end
-for i = 9, #KEYS do
+for i = 10, #KEYS do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[10])) end
 end
 redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])
@@ -119,8 +119,25 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[13])
 redis.call('ZADD', KEYS[8], ARGV[3], ARGV[2])
+if ARGV[16] ~= '' then
+  redis.call('ZADD', KEYS[9], ARGV[16], ARGV[2])
+  return {'ok', 'scheduled'}
+end
 local entry = redis.call('XADD', KEYS[4], '*', 'callback_id', ARGV[2])
 return {'ok', entry}
+"""
+
+# Scheduled callbacks whose time has come get their job (each once, whichever worker runs
+# it). Returns the ids promoted, then the next one's not_before ('' when none is left).
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('XADD', KEYS[2], '*', 'callback_id', id)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+table.insert(due, nxt[2] or '')
+return due
 """
 
 
@@ -271,6 +288,8 @@ class Keys:
         self.jobs = f"{prefix}:jobs"
         self.dead = f"{prefix}:jobs:dead"
         self.control = f"{prefix}:control"
+        self.scheduled = f"{prefix}:scheduled"
+        """Scheduled callbacks' ids by ``not_before`` (their job is added when it comes)."""
 
     def callback(self, callback_id: str) -> str:
         return f"{self.prefix}:callback:{callback_id}"
@@ -384,6 +403,7 @@ class Store:
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
         self._admit_job = client.register_script(_ADMIT_JOB)
+        self._promote = client.register_script(_PROMOTE)
         self._idem_begin = client.register_script(_IDEM_BEGIN)
         self._idem_release = client.register_script(_IDEM_RELEASE)
         self._swap = client.register_script(_SWAP)
@@ -449,12 +469,21 @@ class Store:
         keys = [self.keys.callback(cb.id), self.keys.callbacks, self.keys.state(cb.state),
                 self.keys.jobs, self.keys.rate(limits.owner, window), self.keys.live(cb.owner),
                 self.keys.idempotency(cb.owner, idempotency_key or "-"),
-                self.keys.owner(cb.owner), *[self.keys.dest(d) for d in dests]]
+                self.keys.owner(cb.owner), self.keys.scheduled,
+                *[self.keys.dest(d) for d in dests]]
         args = [_dump(cb), cb.id, cb.created_at, limits.rate_per_minute, limits.max_live,
                 limits.dest_max_per_hour, now, LIVE_MAX_AGE_S, 61, DEST_WINDOW_S,
                 "1" if idempotency_key else "0", IDEMPOTENCY_TTL_S, self.index_cutoff(now),
-                fingerprint, claim]
+                fingerprint, claim,
+                repr(cb.not_before) if cb.state == "scheduled" and cb.not_before else ""]
         return keys, args, now
+
+    def promote_due(self, now: float, count: int = 100) -> tuple[list[str], float | None]:
+        """Give the scheduled callbacks due at ``now`` their job (atomic: each once, whatever
+        the number of workers); returns their ids and the next one's time (None: none)."""
+        reply = self._promote(keys=[self.keys.scheduled, self.keys.jobs], args=[repr(now), count])
+        *ids, nxt = reply
+        return [str(i) for i in ids], (float(nxt) if nxt not in ("", None) else None)
 
     def _admitted(self, cb: Callback, reply: Any, limits: Limits, now: float) -> str:
         """What the admission script answered for ``cb``: its job entry id, or the error."""
@@ -671,21 +700,29 @@ class Store:
                 self.lane.call("SCRIPT", "LOAD", _SWAP)
         raise redis.exceptions.NoScriptError("the compare-and-set script cannot be loaded")
 
-    def end_queued(self, callback_id: str, event: Input) -> tuple[Callback | None, bool]:
-        """Apply ``event`` (a Cancel, an Expire) to a callback still queued, atomically, and
-        give back its destination counts: nobody was rung. Returns the record and whether
-        this call ended it."""
+    def end_queued(self, callback_id: str, event: Input,
+                   waiting_before: float | None = None) -> tuple[Callback | None, bool]:
+        """Apply ``event`` (a Cancel, an Expire) to a callback still queued (or scheduled),
+        atomically, and give back its destination counts: nobody was rung. With
+        ``waiting_before``, only if it has waited since before then (from ``created_at``, or
+        from ``not_before`` for a scheduled one). Returns the record and whether this call
+        ended it."""
         ended, counted = [False], [False]
 
         def change(cb: Callback) -> bool:
             ended[0] = counted[0] = False
-            if cb.state != "queued":
+            if cb.state not in ("scheduled", "queued"):
+                return False
+            if waiting_before is not None and \
+                    max(cb.created_at, cb.not_before or 0.0) >= waiting_before:
                 return False
             apply(cb, event)
             ended[0], counted[0], cb.dest_counted = True, cb.dest_counted, False
             return True
 
         cb = self.update_if(callback_id, change)
+        if cb is not None and ended[0]:
+            self.r.zrem(self.keys.scheduled, callback_id)  # no job when its time comes
         if cb is not None and counted[0]:
             self.release_destinations(cb)
         if cb is not None and ended[0]:
@@ -699,7 +736,7 @@ class Store:
         ids = self.r.zrangebyscore(self.keys.state("queued"), "-inf", cutoff, start=0, num=count)
         out = []
         for callback_id in ids:
-            cb, ended = self.end_queued(callback_id, make_event())
+            cb, ended = self.end_queued(callback_id, make_event(), cutoff)
             if cb is not None and ended:
                 out.append(cb)
         return out
@@ -824,17 +861,19 @@ class Store:
         pipe.execute()
 
     def fan_out_done(self, entry_id: str, items: list[Any], ids: list[str | None],
-                     rejected: list[tuple[int, str]]) -> None:
+                     rejected: list[tuple[int, str]], single: bool = False) -> None:
         """A redis-cli batch job handled: its rejected items dead-lettered (each with its
         index and reason), ``job:<entry>`` set to the callbacks made (JSON list, null where
-        rejected), the job acknowledged; in one transaction."""
+        rejected; ``single``: the one callback's id), the job acknowledged; in one
+        transaction."""
         pipe = self.r.pipeline(transaction=True)
         for index, reason in rejected:
             payload = json.dumps({"request": json.dumps(items[index]), "batch_index": index})
             pipe.xadd(self.keys.dead, {"entry_id": entry_id, "payload": payload,
                                        "reason": f"item {index}: {reason}"},
                       maxlen=DEAD_MAXLEN, approximate=True)
-        pipe.set(self.keys.job(entry_id), json.dumps(ids), ex=self.record_ttl_s)
+        pipe.set(self.keys.job(entry_id), str(ids[0]) if single else json.dumps(ids),
+                 ex=self.record_ttl_s)
         pipe.xack(self.keys.jobs, GROUP, entry_id)
         pipe.execute()
 

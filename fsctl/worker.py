@@ -90,6 +90,9 @@ ROOM_WAIT_S = 0.05
 """Pause before looking again when the node has no room for another callback."""
 EXPIRE_EVERY_S = 1.0
 """How often callbacks queued longer than queue_timeout_s (never claimed) are ended."""
+SCHEDULE_POLL_S = 0.5
+"""Longest the scheduler sleeps before looking for scheduled callbacks that came due (it
+sleeps until the next one's time when that is sooner)."""
 ENDED_KEEP_S = 10.0
 """How long a finished callback still takes its legs' late events (HANGUP_COMPLETE carries
 the SIP status and disposition, and comes after the HANGUP that ended the callback)."""
@@ -146,7 +149,8 @@ class Worker:
         loops: list[Callable[[], None]] = [self._job_loop, self.dispatcher.run, self.commander.run,
                                            self._control_loop,
                                            self._flush_loop, self._heartbeat_loop,
-                                           self._sweep_loop, self._expire_loop, self._beat_loop]
+                                           self._sweep_loop, self._expire_loop, self._beat_loop,
+                                           self._schedule_loop]
         self._greenlets = [gevent.spawn(loop) for loop in loops]
         if self.settings.worker_metrics_port:
             from .ops.endpoints import serve_worker
@@ -395,6 +399,22 @@ class Worker:
                     self.metrics.callback_finished(cb)  # (the shared counter: by the store)
             except redis.RedisError as exc:
                 log.warning("worker %s: expiring queued callbacks failed: %s", self.name, exc)
+
+    def _schedule_loop(self) -> None:
+        """Scheduled callbacks get their job when their ``not_before`` comes (any worker,
+        connected or not: the job goes to whichever node has room)."""
+        while not self.stopping.is_set():
+            wait = SCHEDULE_POLL_S
+            try:
+                if not self.draining.is_set():
+                    ids, nxt = self.store.promote_due(time.time())
+                    for callback_id in ids:
+                        log.info("callback %s: its not_before has come: queued", callback_id)
+                    if nxt is not None:
+                        wait = min(wait, max(0.0, nxt - time.time()))
+            except redis.RedisError as exc:
+                log.warning("worker %s: scheduled callbacks not promoted: %s", self.name, exc)
+            self.stopping.wait(wait)
 
     def _control_loop(self) -> None:
         # Read on from the stream's tail as it was at the start, by entry id (never "$"
