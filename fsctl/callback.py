@@ -149,10 +149,12 @@ class Kill:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """FreeSWITCH refused the leg for capacity: dial it again (new ids) after ``delay_s``."""
+    """Dial the leg again (new ids) after ``delay_s``: FreeSWITCH refused it for capacity
+    (``why`` throttled), or it failed and its retry policy says so (``why`` retry)."""
 
     leg: str
     delay_s: float
+    why: str = "throttled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,8 @@ def failure_outcome(cb: Callback, name: str) -> str:
 
 def apply(cb: Callback, event: Input) -> list[Action]:
     """Feed one input to a callback; change the record in place; return the actions."""
+    if isinstance(event, LegSignal | JobDone) and cb.legs[event.leg].retry_wait:
+        return []  # a late event of the attempt that failed: the next one is awaited
     if isinstance(event, Start):
         return _start(cb, event.ts)
     if isinstance(event, Cancel):
@@ -236,7 +240,7 @@ def apply(cb: Callback, event: Input) -> list[Action]:
         if kind == "throttled":
             leg = cb.legs[event.leg]
             cb.note(event.ts, "throttled", leg=event.leg, attempt=leg.attempts + 1)
-            return [Retry(event.leg, THROTTLE_RETRY_DELAYS_S[leg.attempts])]
+            return [Retry(event.leg, THROTTLE_RETRY_DELAYS_S[leg.attempts - leg.retries])]
         return _after_leg_change(cb, event.leg, kind, event.ts)
     if isinstance(event, CommandFailed):
         return _command_failed(cb, event)
@@ -384,7 +388,7 @@ def _job_done(cb: Callback, ev: JobDone) -> str:
     if cause == THROTTLE_CAUSE and leg.state == "dialing" and not cb.final:
         # No channel event ever came for this leg: FreeSWITCH refused to create it (over
         # sessions-per-second or max-sessions), the far end was never reached.
-        if leg.attempts < len(THROTTLE_RETRY_DELAYS_S):
+        if leg.attempts - leg.retries < len(THROTTLE_RETRY_DELAYS_S):
             return "throttled"
         cause = "THROTTLED"
     _leg_signal(cb, LegSignal(ev.leg, "hangup", ev.ts, cause=cause or "ORIGINATE_ERROR"))
@@ -410,6 +414,11 @@ def _redial(cb: Callback, ev: Redial) -> list[Action]:
         return []  # cancelled meanwhile, or not a refused attempt
     leg.attempts += 1
     leg.uuid, leg.job_uuid, leg.job_result = ev.uuid, ev.job_uuid, None
+    if leg.retry_wait:  # a new attempt under the retry policy: the last one is history
+        leg.retry_wait = False
+        leg.state, leg.parked, leg.ringback, leg.kills = "dialing", False, False, 0
+        leg.times.clear()
+        leg.hangup_cause = leg.sip_status = leg.hangup_disposition = None
     cb.note(ev.ts, "redial", leg=ev.leg, attempt=leg.attempts + 1, uuid=ev.uuid)
     return [Originate(ev.leg)]
 
@@ -448,10 +457,40 @@ def _after_leg_change(cb: Callback, name: str, kind: str, ts: float) -> list[Act
     return _progress(cb, ts)
 
 
+RETRY_KINDS = {"busy": "busy", "no_answer": "no_answer", "unreachable": "failed",
+               "rejected": "failed", "failed": "failed", "originate_error": "failed"}
+"""Which retry condition (a policy's ``on``) each failure reason falls under; the others
+(invalid_number, cancelled, lost, throttled) are never retried."""
+
+
+def _retry(cb: Callback, name: str, ts: float) -> list[Action] | None:
+    """Leg ``name`` failed before answering: dial it again if its policy says so and nobody
+    is waiting on the other side (a waiting party is never held for a retry)."""
+    leg, peer = cb.legs[name], cb.legs[other(name)]
+    policy = leg.retry
+    if policy is None or "answered" in leg.times or leg.retries >= policy["attempts"]:
+        return None
+    kind = RETRY_KINDS.get(reason_for(leg.hangup_cause))
+    if kind is None or kind not in policy["on"] or peer.parked or "answered" in peer.times:
+        return None
+    delay = round(policy["delay_s"] * policy["backoff"] ** leg.retries, 3)
+    leg.retries += 1
+    leg.retry_wait = True
+    cb.note(ts, "retry", leg=name, attempt=leg.attempts + 2, cause=leg.hangup_cause,
+            sip_status=leg.sip_status, delay_s=delay)
+    return [Retry(name, delay, "retry")]
+
+
 def _progress(cb: Callback, ts: float) -> list[Action]:
     a, b = cb.legs["A"], cb.legs["B"]
     for name, leg in (("A", a), ("B", b)):
-        if leg.state != "hungup":
+        peer = cb.legs[other(name)]
+        if peer.retry_wait and (leg.parked or "answered" in leg.times):
+            # this party answered: it is not kept waiting for the other one's retry
+            peer.retry_wait = False
+            cb.note(ts, "retry_abandoned", leg=other(name), reason=f"{name.lower()}_answered")
+    for name, leg in (("A", a), ("B", b)):
+        if leg.state != "hungup" or leg.retry_wait:
             continue
         peer = other(name)
         if "bridged" in leg.times or cb.state == "bridged":
@@ -461,6 +500,9 @@ def _progress(cb: Callback, ts: float) -> list[Action]:
             grace = BRIDGE_SURVIVOR_GRACE_S if "bridged" in cb.legs[peer].times else 0.0
             return (_kill(cb, peer, "NORMAL_CLEARING", grace)
                     + _finish(cb, "completed", "completed", ts))
+        retry = _retry(cb, name, ts)
+        if retry is not None:
+            return retry
         outcome = failure_outcome(cb, name)
         return _kill(cb, peer) + _finish(cb, "failed", outcome, ts)
 

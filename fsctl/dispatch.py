@@ -141,14 +141,18 @@ class Dispatcher:
                         name, exc)
             self.redial_later(cb, name, 1.0)
             return
+        if exists and leg.retry_wait:
+            self.redial_later(cb, name, 1.0)  # the failed attempt's channel is going away
+            return
         if exists:
             log.error("callback %s: leg %s's originate was refused but its channel %s exists: "
                       "not dialled again", cb.id, name, leg.uuid)
             return
         new_uuid, new_job = str(uuidlib.uuid4()), str(uuidlib.uuid4())
         self.w.reindex(cb, name, new_uuid, new_job)
-        log.info("callback %s: dialling leg %s again (attempt %d) after FreeSWITCH refused it "
-                 "for capacity", cb.id, name, leg.attempts + 2)
+        log.info("callback %s: dialling leg %s again (attempt %d) after %s", cb.id, name,
+                 leg.attempts + 2, f"it failed ({leg.hangup_cause})" if leg.retry_wait
+                 else "FreeSWITCH refused it for capacity")
         self.w.feed(cb, Redial(name, new_uuid, new_job, self.w.clock()))
 
     # -- the dispatcher greenlet -----------------------------------------------------

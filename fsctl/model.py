@@ -188,6 +188,12 @@ class Leg:
     """Its digits were handed to FreeSWITCH."""
     dtmf_done: bool = False
     """Its digits have played out (or can no longer be waited for): the bridge may go."""
+    retry: dict[str, Any] | None = None
+    """Its retry policy (fsctl.schemas.RetrySchema): attempts, delay_s, backoff, on."""
+    retries: int = 0
+    """Attempts made again under the retry policy (not the throttle redials)."""
+    retry_wait: bool = False
+    """It failed and waits to be dialled again under its retry policy."""
 
     @property
     def alive(self) -> bool:
@@ -196,9 +202,10 @@ class Leg:
 
     @property
     def awaiting_redial(self) -> bool:
-        """Its originate was refused for capacity (no channel): it waits to be dialled again."""
-        return (self.state == "dialing" and self.job_result is not None
-                and not self.job_result.startswith("+OK"))
+        """It waits to be dialled again: its originate was refused for capacity (no
+        channel), or it failed and its retry policy dials it again."""
+        return self.retry_wait or (self.state == "dialing" and self.job_result is not None
+                                   and not self.job_result.startswith("+OK"))
 
     @property
     def sent(self) -> bool:

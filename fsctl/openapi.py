@@ -70,6 +70,11 @@ class LegViewSchema(Schema):
         "description": "originates sent for this leg: 1, more when FreeSWITCH refused one for "
                        "capacity (sessions-per-second, max-sessions) and it was dialled again; "
                        "0 while it was never dialled"})
+    retry = fields.Dict(required=True, allow_none=True, metadata={
+        "description": "the leg's retry policy as requested (attempts, delay_s, backoff, on)"})
+    retries = fields.Integer(required=True, metadata={
+        "description": "attempts made again under the retry policy; each is a `retry` entry "
+                       "of the history with the cause that ended the one before"})
     send_dtmf = fields.String(required=True, allow_none=True, metadata={
         "description": "the digits sent to this leg after it answered, as requested; the "
                        "history's dtmf and dtmf_done entries say when"})

@@ -77,6 +77,29 @@ def metadata_size(metadata: dict[str, str]) -> int:
     return len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
 
 
+RETRY_ON = ("busy", "no_answer", "failed")
+"""What a leg's retry policy may retry: busy (486), no answer (ring timeout, 480, 408), a
+failure (rejected, unreachable, 5xx, originate error). A wrong number is never retried."""
+
+
+class RetrySchema(Schema):
+    """A leg's retry policy."""
+
+    class Meta:
+        unknown = RAISE
+
+    attempts = fields.Integer(required=True, strict=True, validate=validate.Range(1, 5),
+                              metadata={"description": "attempts after the first, 1 to 5"})
+    delay_s = fields.Float(load_default=30.0, validate=validate.Range(1.0, 600.0), metadata={
+        "description": "seconds before the first retry (1 to 600; default 30)"})
+    backoff = fields.Float(load_default=1.0, validate=validate.Range(1.0, 4.0), metadata={
+        "description": "each later retry waits this many times longer (1 to 4; default 1)"})
+    on = fields.List(fields.String(validate=validate.OneOf(RETRY_ON)),
+                     load_default=lambda: list(RETRY_ON),
+                     validate=validate.Length(1, len(RETRY_ON)), metadata={
+                         "description": "which failures are retried (default: all three)"})
+
+
 class LegRequestSchema(Schema):
     """One party to call."""
 
@@ -100,6 +123,10 @@ class LegRequestSchema(Schema):
         "description": "digits sent to this leg once it answers, before the bridge (an "
                        "extension behind an IVR); the bridge waits until they have played",
         "example": "ww1234#"})
+    retry = fields.Nested(RetrySchema, metadata={
+        "description": "dial this leg again when it is busy, not answered or fails — only "
+                       "while nobody is waiting on the other leg (a party who answered is "
+                       "never held for a retry: the callback fails then)"})
 
 
 class CallbackRequestSchema(Schema):
@@ -241,6 +268,7 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
             uuid=dashed(ids[1] if name == "A" else ids[3]),
             job_uuid=dashed(ids[2] if name == "A" else ids[4]),
             send_dtmf=spec.get("send_dtmf"),
+            retry=dict(spec["retry"]) if spec.get("retry") else None,
         )
     if errors:
         raise ValidationError(errors)
@@ -277,7 +305,7 @@ def present(cb: Callback, cancel_requested: bool = False, *,
             "times": dict(leg.times), "hangup_cause": leg.hangup_cause,
             "sip_status": leg.sip_status, "hangup_disposition": leg.hangup_disposition,
             "attempts": leg.attempts + 1 if "dialed" in leg.times else 0,
-            "send_dtmf": leg.send_dtmf,
+            "send_dtmf": leg.send_dtmf, "retry": leg.retry, "retries": leg.retries,
         }
     return {
         "id": cb.id, "state": cb.state, "outcome": cb.outcome, "mode": cb.mode,

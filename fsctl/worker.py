@@ -546,9 +546,14 @@ class Worker:
         if isinstance(action, Originate):
             self.dispatcher.originate_later(cb, action.leg)
         elif isinstance(action, Retry):
-            log.warning("callback %s: FreeSWITCH refused leg %s for capacity; dialling it "
-                        "again in %ss", cb.id, action.leg, action.delay_s)
-            self.metrics.throttled.inc()
+            if action.why == "throttled":
+                log.warning("callback %s: FreeSWITCH refused leg %s for capacity; dialling it "
+                            "again in %ss", cb.id, action.leg, action.delay_s)
+                self.metrics.throttled.inc()
+            else:
+                log.info("callback %s: leg %s failed (%s); its retry policy dials it again in "
+                         "%ss", cb.id, action.leg, cb.legs[action.leg].hangup_cause,
+                         action.delay_s)
             self.dispatcher.redial_later(cb, action.leg, action.delay_s)
         elif isinstance(action, Kill) and action.after_s > 0:
             self._late_kills.append((time.monotonic() + action.after_s, cb.id, action))
