@@ -68,11 +68,29 @@ class Commander:
         after a bridge that failed, it is harmless: the legs are being hung up anyway)."""
         return [commands.sched_hangup(uuid, self.w.settings.max_talk_s) for uuid in uuids]
 
+    def waiting_media(self, cb: Callback, uuid: str) -> list[str]:
+        """What the answered leg ``uuid`` hears while the other rings: the request's
+        announcement once, then its music (looped) or its country's ringback (the default:
+        FSCTL's ringback). Names were checked against the configured media at request time;
+        one removed since is skipped (logged), not an error."""
+        media, known = cb.waiting_media or {}, self.w.settings.media
+        out: list[str] = []
+        if "announcement" in media:
+            if media["announcement"] in known:
+                out.append(commands.uuid_broadcast(uuid, known[media["announcement"]]))
+            else:
+                log.warning("callback %s: media %r is no longer configured", cb.id,
+                            media["announcement"])
+        if media.get("music") in known:
+            return [*out, commands.uuid_broadcast(uuid, known[media["music"]], "endless_playback")]
+        tone = commands.RINGBACK_TONES.get(media.get("ringback", ""), self.w.settings.ringback)
+        return [*out, commands.uuid_broadcast(uuid, tone)]
+
     def _commands(self, cb: Callback, action: Command) -> list[str]:
         if isinstance(action, SendDtmf):
             raise InvalidValue("DTMF goes with bgapi (_send_dtmf)")
         if isinstance(action, Broadcast):
-            return [commands.uuid_broadcast(cb.legs[action.leg].uuid, self.w.settings.ringback)]
+            return self.waiting_media(cb, cb.legs[action.leg].uuid)
         if isinstance(action, Bridge):
             uuids = (action.a_uuid, action.b_uuid)
             return [commands.uuid_bridge(*uuids), *self.talk_bounds(uuids)]

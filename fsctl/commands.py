@@ -50,6 +50,19 @@ ESL_API_COMMANDS = ("originate", "uuid_bridge", "uuid_kill", "uuid_broadcast", "
 
 DEFAULT_RINGBACK = "tone_stream://%(2000,4000,440,480);loops=-1"
 """The US ringback tone played to the answered leg while the other one rings."""
+RINGBACK_TONES = {
+    "us": "tone_stream://%(2000,4000,440,480);loops=-1",
+    "uk": "tone_stream://%(400,200,400,450);%(400,2000,400,450);loops=-1",
+    "eu": "tone_stream://%(1000,4000,425);loops=-1",
+    "de": "tone_stream://%(1000,4000,425);loops=-1",
+    "fr": "tone_stream://%(1500,3500,440);loops=-1",
+    "au": "tone_stream://%(400,200,383,417);%(400,2000,383,417);loops=-1",
+}
+"""Ringback by country: FreeSWITCH's own definitions (vars.xml ``us-ring``, ``uk-ring``,
+``de-ring``, ``fr-ring``, ``au-ring``; eu is de's 425 Hz), looped."""
+BROADCAST_APPS = ("playback", "endless_playback")
+"""How a waiting leg's media is played: once (a tone that loops itself, an announcement) or
+over and over until the bridge (music)."""
 
 
 def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
@@ -193,8 +206,11 @@ def sched_hangup(uuid: str, after_s: int, cause: str = "ALLOTTED_TIMEOUT") -> st
     return f"sched_hangup +{after_s} {check_uuid(uuid)} {check_cause(cause)}"
 
 
-def uuid_broadcast(uuid: str, path: str = DEFAULT_RINGBACK) -> str:
-    return f"uuid_broadcast {check_uuid(uuid)} playback::{_check(path, PLAYBACK_RE, 'playback path')} aleg"
+def uuid_broadcast(uuid: str, path: str = DEFAULT_RINGBACK, app: str = "playback") -> str:
+    if app not in BROADCAST_APPS:
+        raise InvalidValue(f"broadcast application {app!r} is not allowed")
+    return (f"uuid_broadcast {check_uuid(uuid)} "
+            f"{app}::{_check(path, PLAYBACK_RE, 'playback path')} aleg")
 
 
 def uuid_send_dtmf(uuid: str, digits: str) -> str:

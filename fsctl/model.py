@@ -254,6 +254,9 @@ class Callback:
     """Where status webhooks go (fsctl.webhooks); None: no webhooks."""
     status_events: list[str] | None = None
     """The status events asked for; None: every one."""
+    waiting_media: dict[str, str] | None = None
+    """What the first answered leg hears while the other is dialled (fsctl.schemas
+    WaitingMediaSchema: ringback, music, announcement); None: the default ringback."""
     not_before: float | None = None
     """Unix seconds: not dialled before then (``scheduled`` until then); None: at once."""
     not_after: float | None = None

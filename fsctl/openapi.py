@@ -115,6 +115,10 @@ class CallbackViewSchema(Schema):
         "description": "the status events asked for; none: every one"})
     not_before = fields.Float(required=True, allow_none=True, metadata={"description": NOT_BEFORE})
     not_after = fields.Float(required=True, allow_none=True, metadata={"description": NOT_AFTER})
+    waiting_media = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                                allow_none=True, metadata={
+                                    "description": "the request's waiting_media; none: the "
+                                                   "default ringback"})
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                            allow_none=True, metadata={"description": METADATA})
     history = fields.List(fields.Nested(HistoryEntrySchema), required=True)

@@ -10,11 +10,11 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from .commands import CALLER_NAME_RE, DTMF_RE, NUMBER_RE
+from .commands import CALLER_NAME_RE, DTMF_RE, NUMBER_RE, RINGBACK_TONES
 from .errors import InvalidValue, PolicyDenied
 from .model import MODES, Callback, Leg
 from .policy import DESTINATION_RE, destination
-from .settings import Settings
+from .settings import MEDIA_NAME_RE, Settings
 from .webhooks.events import EVENTS
 from .webhooks.guard import url_problem
 
@@ -100,6 +100,30 @@ class RetrySchema(Schema):
                          "description": "which failures are retried (default: all three)"})
 
 
+class WaitingMediaSchema(Schema):
+    """What the first party to answer hears while the other is dialled."""
+
+    class Meta:
+        unknown = RAISE
+
+    ringback = fields.String(validate=validate.OneOf(sorted(RINGBACK_TONES)), metadata={
+        "description": "ringback tone by country (FreeSWITCH's definitions): "
+                       + ", ".join(sorted(RINGBACK_TONES)) + "; default us"})
+    music = fields.String(validate=Pattern(MEDIA_NAME_RE, error="must be a configured media "
+                                                                "name"), metadata={
+        "description": "music on hold instead of ringback: a media entry the operator "
+                       "configured (FSCTL_MEDIA_FILE), played over and over"})
+    announcement = fields.String(validate=Pattern(MEDIA_NAME_RE, error="must be a configured "
+                                                                       "media name"), metadata={
+        "description": "a configured media entry played once on answer, then the ringback "
+                       "or music"})
+
+    @validates_schema
+    def _one_loop(self, data: dict[str, Any], **_: Any) -> None:
+        if "ringback" in data and "music" in data:
+            raise ValidationError("ringback or music, not both", "music")
+
+
 class LegRequestSchema(Schema):
     """One party to call."""
 
@@ -148,6 +172,9 @@ class CallbackRequestSchema(Schema):
         fields.String(validate=validate.OneOf(EVENTS)), validate=validate.Length(1, len(EVENTS)),
         metadata={"description": "the events to send (default: all); ringing and answered "
                                  "come once per leg"})
+    waiting_media = fields.Nested(WaitingMediaSchema, metadata={
+        "description": "what the first party to answer hears while the other is dialled "
+                       "(default: US ringback)"})
     not_before = fields.AwareDateTime(
         format="iso", error_messages={"invalid": _WHEN, "invalid_awareness": _WHEN},
         metadata={"description": "not dialled before this time: until then the callback is "
@@ -270,6 +297,11 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
             send_dtmf=spec.get("send_dtmf"),
             retry=dict(spec["retry"]) if spec.get("retry") else None,
         )
+    media = dict(request["waiting_media"]) if request.get("waiting_media") else None
+    for key in ("music", "announcement"):
+        if media and key in media and media[key] not in settings.media:
+            errors.setdefault("waiting_media", {})[key] = [
+                f"no media {media[key]!r} is configured on this server"]
     if errors:
         raise ValidationError(errors)
     if denied:
@@ -279,6 +311,7 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
     state = "scheduled" if not_before is not None and not_before > now else "queued"
     cb = Callback(
         id=callback_id or ids[0], legs=legs, mode=request["mode"], state=state,
+        waiting_media=media,
         not_before=not_before, not_after=not_after,
         first=request["first"], created_at=now, updated_at=now, owner=owner,
         status_callback=request.get("status_callback"),
@@ -315,7 +348,7 @@ def present(cb: Callback, cancel_requested: bool = False, *,
         "legs": legs,
         "status_callback": cb.status_callback, "status_events": cb.status_events,
         "not_before": cb.not_before, "not_after": cb.not_after,
-        "metadata": cb.metadata,
+        "waiting_media": cb.waiting_media, "metadata": cb.metadata,
         "history": cb.history.fragment() if raw_history else list(cb.history),
     }
 

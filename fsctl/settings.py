@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .auth import Token, parse_tokens
+from .commands import PLAYBACK_RE
 from .errors import ConfigError, InvalidValue
 from .policy import PREMIUM_PREFIXES, Route, parse_route
 from .webhooks.signing import parse_secrets
@@ -77,6 +79,9 @@ class Settings:
     """Largest request body the API reads."""
     ringback: str = "tone_stream://%(2000,4000,440,480);loops=-1"
     """What the answered leg hears while the other one rings."""
+    media: Mapping[str, str] = field(default_factory=dict)
+    """Operator-configured media a request may name (FSCTL_MEDIA_FILE): name → what
+    FreeSWITCH plays (a file, ``local_stream://…``, ``tone_stream://…``)."""
     record_ttl_s: int = 7 * 86400
     """How long a finished callback's record is kept in Redis."""
     default_route: str = "default"
@@ -198,10 +203,32 @@ def _number(env: Mapping[str, str], name: str, default: N, lo: N, hi: N) -> N:
 
 
 
+MEDIA_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+"""A media entry's name, as requests give it."""
+
+
+def parse_media(doc: Mapping[str, object]) -> dict[str, str]:
+    """``{"media": {"<name>": "<path>"}}``: each name and path checked (paths as every
+    playback path fsctl sends is: fsctl.commands.PLAYBACK_RE)."""
+    entries = doc.get("media")
+    if not isinstance(entries, Mapping) or set(doc) - {"media"}:
+        raise ConfigError('FSCTL_MEDIA_FILE: must hold {"media": {"<name>": "<path>", …}}')
+    out: dict[str, str] = {}
+    for name, path in entries.items():
+        if not isinstance(name, str) or not MEDIA_NAME_RE.fullmatch(name):
+            raise ConfigError(f"FSCTL_MEDIA_FILE: media name {name!r}: 1-32 of a-z 0-9 _ -")
+        if not isinstance(path, str) or not PLAYBACK_RE.fullmatch(path):
+            raise ConfigError(f"FSCTL_MEDIA_FILE: media {name!r}: path {path!r} is not allowed "
+                              "(A-Z a-z 0-9 _ . / : % ( ) , ; = + -)")
+        out[name] = path
+    return out
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from the environment (or the mapping given)."""
     env = os.environ if env is None else env
     default_route, routes = parse_routes(_json_file(env, "FSCTL_ROUTES_FILE") or EMBEDDED_ROUTES)
+    media = parse_media(_json_file(env, "FSCTL_MEDIA_FILE") or {"media": {}})
     tokens_doc = _json_file(env, "FSCTL_TOKENS_FILE")
     tokens = parse_tokens(tokens_doc) if tokens_doc is not None else ()
     d = Settings()
@@ -222,6 +249,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         record_ttl_s=_number(env, "FSCTL_RECORD_TTL_S", d.record_ttl_s, 60, 365 * 86400),
         default_route=default_route,
         routes=routes,
+        media=media,
         tokens=tokens,
         rate_per_minute=_number(env, "FSCTL_RATE_PER_MINUTE", d.rate_per_minute, 1, 1_000_000),
         max_live=_number(env, "FSCTL_MAX_LIVE", d.max_live, 1, 1_000_000),

@@ -407,11 +407,12 @@ class Worker:
             wait = SCHEDULE_POLL_S
             try:
                 if not self.draining.is_set():
-                    ids, nxt = self.store.promote_due(time.time())
+                    # on FreeSWITCH's clock, as the times a callback shows are
+                    ids, nxt = self.store.promote_due(self.clock())
                     for callback_id in ids:
                         log.info("callback %s: its not_before has come: queued", callback_id)
                     if nxt is not None:
-                        wait = min(wait, max(0.0, nxt - time.time()))
+                        wait = min(wait, max(0.0, nxt - self.clock()))
             except redis.RedisError as exc:
                 log.warning("worker %s: scheduled callbacks not promoted: %s", self.name, exc)
             self.stopping.wait(wait)

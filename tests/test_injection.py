@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stack import TEST_ROUTES, Stack
 
+from fsctl.commands import RINGBACK_TONES
 from fsctl.events import SUBSCRIBED_EVENTS
 from fsctl.intake import JOB_NAMESPACE
 from fsctl.simulator import FREESWITCH_VARIABLES
@@ -73,7 +74,8 @@ ROUTES: dict[str, dict[str, Any]] = TEST_ROUTES["routes"]
 DEFAULT_ROUTE: str = TEST_ROUTES["default_route"]
 ROUTE_NAMES = sorted(ROUTES)
 FAST_ROUTES = ["answer", "busy", "reject", "ring", "user"]
-TOP_KEYS = {"leg_A", "leg_B", "mode", "first", "metadata"}
+TOP_KEYS = {"leg_A", "leg_B", "mode", "first", "metadata", "waiting_media"}
+COUNTRIES = ("au", "de", "eu", "fr", "uk", "us")
 LEG_KEYS = {"to", "from", "caller_id_name", "route", "ring_timeout", "send_dtmf"}
 DTMF = re.compile(r"[0-9*#wW]{1,32}")
 NUMBER = re.compile(r"\+?[0-9]{2,20}")
@@ -143,6 +145,10 @@ def request_valid(body: Any) -> bool:
         return False
     if "metadata" in body and not metadata_valid(body["metadata"]):
         return False
+    media = body.get("waiting_media", {})  # no media is configured here: ringback only
+    if not (isinstance(media, dict) and set(media) <= {"ringback"}
+            and media.get("ringback", "us") in COUNTRIES):
+        return False
     if not (leg_valid(body.get("leg_A")) and leg_valid(body.get("leg_B"))):
         return False
     if body.get("mode", "sequential") not in ("sequential", "simultaneous"):
@@ -208,6 +214,10 @@ NEAR: dict[str, list[Any]] = {
     "first": ["a", "b", "AB", "C", "", "A ", 0, ["A"]],
     "send_dtmf": ["", "1" * 33, "12a", "1 2", "1@500", "1+2", "~1", "ABCD", "１２", 12, ["1"],
                   "1\napi hupall", "1 &bridge(user/1000)", "1,2"],
+    "waiting_media": [{"ringback": "xx"}, {"ringback": "UK"}, {"ringback": "uk "},
+                      {"music": "jazz"}, {"announcement": "welcome"}, {"ringback": 1},
+                      {"ringback": "uk", "music": "jazz"}, {"tone": "uk"}, "uk", [], None,
+                      {"music": "../etc/passwd"}, {"music": "local_stream://moh"}],
     "metadata": [{"k": 1}, {"k": None}, {"k": True}, {"k": {"x": "y"}}, {"k": ["a"]}, {"": "v"},
                  {".k": "v"}, {"-k": "v"}, {"k" * 41: "v"}, {"k\n": "v"}, {"k v": "v"},
                  {"k": "a\nb"}, {"k": "a\r"}, {"k": "\x00"}, {"k": "\x85"}, {"k": "x" * 257},
@@ -283,6 +293,8 @@ def _valid_pool(size: int = 4000) -> list[dict[str, Any]]:
             body["mode"] = rnd.choice(["sequential", "simultaneous"])
         if rnd.random() < 0.5:
             body["first"] = rnd.choice(["A", "B"])
+        if rnd.random() < 0.3:
+            body["waiting_media"] = {"ringback": rnd.choice(COUNTRIES)}
         if rnd.random() < 0.3:  # valid, and made to look like what reaches FreeSWITCH
             body["metadata"] = {key: rnd.choice(METADATA_VALUES)
                                 for key in rnd.sample(METADATA_KEYS, rnd.randint(1, 3))}
@@ -333,7 +345,7 @@ hostile_extra = st.one_of(pooled_wrong, pooled_strings, nested, nested, wrong_ty
 LEG_FIELDS = ["to", "from", "caller_id_name", "route", "ring_timeout", "send_dtmf"]
 MUTATIONS = (
     [("leg_field", leg, f) for leg in ("leg_A", "leg_B") for f in LEG_FIELDS] * 2
-    + [("top_field", "", f) for f in ("mode", "first", "metadata")]
+    + [("top_field", "", f) for f in ("mode", "first", "metadata", "waiting_media")]
     + [("metadata_value", "", "")] * 2
     + [(op, leg, "") for leg in ("leg_A", "leg_B") for op in (
         "drop_leg_key", "extra_leg_key", "leg_not_object", "nested_leg", "keep_valid")]
@@ -863,12 +875,12 @@ VAR_ITEM = re.compile(r"([a-z][a-z0-9_]*)=([A-Za-z0-9._+-]{1,64})")
 
 def fixed_forms(stack: Stack) -> list[re.Pattern[str]]:
     """Every other command fsctl sends (and the test's own inspection), with no user data."""
-    ringback = re.escape(stack.settings.ringback)
+    ringback = "|".join(re.escape(t) for t in {stack.settings.ringback, *RINGBACK_TONES.values()})
     return [re.compile(p) for p in (
         re.escape(f"auth {stack.settings.esl_password}"),
         r"event plain(?: [A-Z_]+)+",
         r"filter (?:Event-Name (?:BACKGROUND_JOB|HEARTBEAT)|variable_fsctl_leg [AB])",
-        rf"api uuid_broadcast {UUID} playback::{ringback} aleg",
+        rf"api uuid_broadcast {UUID} playback::(?:{ringback}) aleg",
         rf"api uuid_bridge {UUID} {UUID}",
         rf"api uuid_kill {UUID} [A-Z_]{{3,40}}",
         rf"api sched_hangup \+{stack.settings.max_talk_s} {UUID} ALLOTTED_TIMEOUT",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid as uuidlib
 from typing import TYPE_CHECKING
@@ -13,6 +14,23 @@ from .events import OutEvent, make_segment
 if TYPE_CHECKING:
     from .channel import Channel
     from .server import Simulator
+
+
+_TONE = re.compile(r"%\((\d+),(\d+),[\d,]+\)")
+
+
+def tone_length_s(path: str) -> float | None:
+    """How long a ``tone_stream://`` plays (its segments' on + off, times its loops); None
+    for one that loops for ever (``loops=-1``) and for anything else (files, streams: the
+    simulator plays them until a bridge or a break)."""
+    if not path.startswith("tone_stream://"):
+        return None
+    loops = re.search(r"loops=(-?\d+)", path)
+    count = int(loops.group(1)) if loops else 1
+    if count < 0:
+        return None
+    ms = sum(int(on) + int(off) for on, off in _TONE.findall(path))
+    return ms * max(1, count) / 1000
 
 
 class AppsMixin:
@@ -78,22 +96,36 @@ class AppsMixin:
             self.hangup(ch, normalize_cause(data))
             return
         if ch.playback is not None:
-            self.stop_playback(ch)
+            # FreeSWITCH 1.11 plays a broadcast after the one playing (recorded: a 2 s tone,
+            # then the ringback sent with it); uuid_break or a bridge end the playing one
+            ch.queued_broadcasts.append(path)
+            return
         if app == "playback":
             ch.update_vars(corevars.playback_started(data))
         else:
             ch.update_vars({"current_application_data": data, "current_application": app})
         self._exec(ch, app, data)
-        if app == "playback":
+        if app in ("playback", "endless_playback"):
             ch.playback = data
             ch.playback_started_at = time.monotonic()
             self.emit(ch, "PLAYBACK_START", True,
                       after=[("Playback-File-Type", data.split(":", 1)[0]),
                              ("Playback-File-Path", data)])
+            length = tone_length_s(data) if app == "playback" else None
+            if length is not None:
+                self.later(ch, length, self._played, data)
         else:
             self._exec_complete(ch, app, data, "_none_")
 
-    def stop_playback(self, ch: Channel) -> None:
+    def _played(self, ch: Channel, data: str) -> None:
+        """A finite playback came to its end: the next queued broadcast starts."""
+        if ch.playback != data:
+            return
+        self.stop_playback(ch, "FILE PLAYED")
+        if ch.queued_broadcasts and (ch.parked or ch.bridged):
+            self.broadcast(ch, ch.queued_broadcasts.pop(0))
+
+    def stop_playback(self, ch: Channel, response: str = "PLAYBACK ERROR") -> None:
         data = ch.playback
         if data is None:
             return
@@ -102,7 +134,7 @@ class AppsMixin:
         self.emit(ch, "PLAYBACK_STOP", True,
                   after=[("Playback-File-Type", data.split(":", 1)[0]),
                          ("Playback-File-Path", data), ("Playback-Status", "done")])
-        ch.app_response = "PLAYBACK ERROR"
-        ch.set_var("current_application_response", "PLAYBACK ERROR")
-        self._exec_complete(ch, "playback", data, "PLAYBACK ERROR")
+        ch.app_response = response
+        ch.set_var("current_application_response", response)
+        self._exec_complete(ch, "playback", data, response)
         self._private_command(ch, "playback", data)

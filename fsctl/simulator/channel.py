@@ -113,6 +113,8 @@ class Channel:
         self.playback: str | None = None
         self.playback_started_at = 0.0  # time.monotonic() of the playback's start
         self.pending_apps: list[tuple[str, str]] = []
+        self.queued_broadcasts: list[str] = []
+        """uuid_broadcasts that came while a playback ran: FreeSWITCH plays them after it."""
         self.timers: list[Timer] = []
         self.park_timer: Timer | None = None  # park_timeout's, while parked
         self._id_seg: Segment | None = None

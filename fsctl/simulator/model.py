@@ -392,6 +392,7 @@ class CallModel(AppsMixin):
 
     def _stop_app(self, ch: Channel) -> None:
         """Stop a playback and leave park, with the events FreeSWITCH sends for that."""
+        ch.queued_broadcasts.clear()
         if ch.playback is not None:
             self.stop_playback(ch)
         if ch.parked:
