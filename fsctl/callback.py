@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .commands import wav_size
 from .model import LEG_TIMESTAMPS, Callback, Leg, leg_rank, other
 
 # ---- inputs ------------------------------------------------------------------------
@@ -37,6 +38,9 @@ class LegSignal:
     cause: str | None = None
     sip_status: str | None = None
     disposition: str | None = None
+    record_ms: str | None = None
+    """At the hangup of a recorded leg: how long FreeSWITCH recorded (and how many samples)."""
+    record_samples: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,14 @@ class Redial:
     leg: str
     uuid: str
     job_uuid: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailed:
+    """FreeSWITCH refused to start the recording."""
+
+    reason: str
     ts: float
 
 
@@ -103,7 +115,7 @@ class DtmfDone:
 
 
 Input = (Start | Cancel | LegSignal | JobDone | CommandFailed | Redial | Expire | Lost
-         | DtmfDone | Due)
+         | DtmfDone | Due | RecordFailed)
 
 # ---- actions -----------------------------------------------------------------------
 
@@ -125,6 +137,14 @@ class SendDtmf:
     leg: str
     uuid: str
     digits: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Record the bridged call from leg A's channel into ``path``."""
+
+    uuid: str
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +183,7 @@ class Finished:
     outcome: str | None
 
 
-Action = Originate | Broadcast | SendDtmf | Bridge | Kill | Retry | Finished
+Action = Originate | Broadcast | SendDtmf | Record | Bridge | Kill | Retry | Finished
 
 THROTTLE_CAUSE = "DESTINATION_OUT_OF_ORDER"
 """What FreeSWITCH answers an originate over sessions-per-second or max-sessions (also a
@@ -258,6 +278,11 @@ def apply(cb: Callback, event: Input) -> list[Action]:
         return _lost(cb, event)
     if isinstance(event, DtmfDone):
         return _dtmf_done(cb, event)
+    if isinstance(event, RecordFailed):
+        if cb.recording is not None and cb.recording["state"] == "recording":
+            cb.recording["state"] = "failed"
+            cb.note(event.ts, "recording", state="failed", reason=event.reason)
+        return []
     raise TypeError(f"not a callback input: {event!r}")
 
 
@@ -271,6 +296,8 @@ def _set_state(cb: Callback, state: str, ts: float, outcome: str | None = None) 
 
 
 def _finish(cb: Callback, state: str, outcome: str | None, ts: float) -> list[Action]:
+    if cb.recording is not None and cb.recording["state"] == "pending":
+        cb.recording["state"] = "none"  # never bridged: nothing to record
     _set_state(cb, state, ts, outcome)
     cb.ended_at = ts
     return [Finished(state, outcome)]
@@ -348,6 +375,8 @@ def _leg_signal(cb: Callback, ev: LegSignal) -> None:
             leg.sip_status = ev.sip_status
         if leg.hangup_disposition is None and ev.disposition:
             leg.hangup_disposition = ev.disposition
+        if ev.record_ms is not None and cb.recording is not None and ev.leg == "A":
+            _recorded(cb, ev)
         if leg.state != "hungup":
             leg.hangup_cause = ev.cause or leg.hangup_cause
             if ev.cause == "LOST":
@@ -368,6 +397,21 @@ def _leg_signal(cb: Callback, ev: LegSignal) -> None:
         if ev.kind == "parked" and not leg.parked:
             leg.parked = True
             stamp(leg, "parked", ev.ts)
+
+
+def _recorded(cb: Callback, ev: LegSignal) -> None:
+    """The recorded leg hung up: FreeSWITCH closed the file and said how long it is."""
+    rec = cb.recording
+    if rec is None or rec["state"] not in ("recording", "failed"):
+        return
+    try:
+        ms, samples = int(ev.record_ms or ""), int(ev.record_samples or "0")
+    except ValueError:
+        return
+    channels = 2 if rec["mode"] == "stereo" else 1
+    rec.update(state="done", ms=ms, seconds=round(ms / 1000, 3), samples=samples,
+               size_bytes=wav_size(samples, channels))
+    cb.note(ev.ts, "recording", state="done", seconds=rec["seconds"])
 
 
 def _job_done(cb: Callback, ev: JobDone) -> str:
@@ -508,6 +552,10 @@ def _progress(cb: Callback, ts: float) -> list[Action]:
 
     if a.state == "bridged" or b.state == "bridged":
         _set_state(cb, "bridged", ts)
+        if cb.recording is not None and cb.recording["state"] == "pending":
+            cb.recording["state"] = "recording"
+            cb.note(ts, "recording", state="started", path=cb.recording["path"])
+            return [Record(a.uuid, cb.recording["path"])]
         return []
     actions: list[Action] = []
     for name, leg in (("A", a), ("B", b)):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from gevent.event import Event as GEvent
 
 from . import commands
-from .callback import Bridge, Broadcast, CommandFailed, Kill, SendDtmf
+from .callback import Bridge, Broadcast, CommandFailed, Kill, Record, RecordFailed, SendDtmf
 from .errors import ESLError, InvalidValue
 from .model import Callback
 
@@ -34,7 +34,7 @@ IDLE_WAIT_S = 1.0
 NO_SUCH_CHANNEL = "-ERR No such channel"
 """FreeSWITCH's answer to a kill of a leg that is gone already: expected, logged at DEBUG."""
 
-Command = Broadcast | SendDtmf | Bridge | Kill
+Command = Broadcast | SendDtmf | Bridge | Kill | Record
 
 
 class Commander:
@@ -91,6 +91,8 @@ class Commander:
             raise InvalidValue("DTMF goes with bgapi (_send_dtmf)")
         if isinstance(action, Broadcast):
             return self.waiting_media(cb, cb.legs[action.leg].uuid)
+        if isinstance(action, Record):
+            return [commands.uuid_record(action.uuid, action.path)]
         if isinstance(action, Bridge):
             uuids = (action.a_uuid, action.b_uuid)
             return [commands.uuid_bridge(*uuids), *self.talk_bounds(uuids)]
@@ -152,6 +154,10 @@ class Commander:
         first = replies[0].strip()
         if isinstance(action, Broadcast):
             log.info("callback %s: ringback to leg %s: %s", cb.id, action.leg, first)
+        elif isinstance(action, Record):
+            log.info("callback %s: recording to %s: %s", cb.id, action.path, first)
+            if not first.startswith("+OK"):
+                self.w.feed(cb, RecordFailed(first, self.w.clock()))
         elif isinstance(action, Kill):
             # "-ERR No such channel!": the leg hung up already (every normal completion)
             level = logging.DEBUG if first.startswith(NO_SUCH_CHANNEL) else logging.INFO

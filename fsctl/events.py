@@ -50,6 +50,9 @@ class ChannelFact:
     cause: str | None = None
     sip_status: str | None = None
     disposition: str | None = None
+    record_ms: str | None = None
+    """A recorded leg's hangup: FreeSWITCH's variable_record_ms (and samples below)."""
+    record_samples: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +91,14 @@ def translate(ev: Event) -> ChannelFact | JobFact | None:
     if not uuid:
         return None
     cause = get("Hangup-Cause") if kind == "hangup" else None
-    sip = disposition = None
+    sip = disposition = record_ms = record_samples = None
     if kind == "hangup":
         sip = get("variable_sip_term_status") or get("variable_sip_invite_failure_status")
         disposition = get("variable_sip_hangup_disposition")
+        record_ms, record_samples = get("variable_record_ms"), get("variable_record_samples")
     return ChannelFact(
         uuid=uuid, kind=kind, ts=event_ts(ev),
         callback_id=get("variable_fsctl_callback_id"), leg=get("variable_fsctl_leg"),
         cause=cause, sip_status=sip, disposition=disposition,
+        record_ms=record_ms, record_samples=record_samples,
     )

@@ -254,6 +254,11 @@ class Callback:
     """Where status webhooks go (fsctl.webhooks); None: no webhooks."""
     status_events: list[str] | None = None
     """The status events asked for; None: every one."""
+    record: str | None = None
+    """Record the bridged call: ``mixed`` or ``stereo``; None: not recorded."""
+    recording: dict[str, Any] | None = None
+    """The recording: path, mode, state (pending, recording, done, failed, none) and, once
+    done, seconds, ms, samples and size_bytes (from FreeSWITCH's record_* variables)."""
     waiting_media: dict[str, str] | None = None
     """What the first answered leg hears while the other is dialled (fsctl.schemas
     WaitingMediaSchema: ringback, music, announcement); None: the default ringback."""

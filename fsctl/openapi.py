@@ -115,6 +115,13 @@ class CallbackViewSchema(Schema):
         "description": "the status events asked for; none: every one"})
     not_before = fields.Float(required=True, allow_none=True, metadata={"description": NOT_BEFORE})
     not_after = fields.Float(required=True, allow_none=True, metadata={"description": NOT_AFTER})
+    record = fields.String(required=True, allow_none=True, metadata={
+        "description": "mixed or stereo as requested; none: not recorded"})
+    recording = fields.Dict(required=True, allow_none=True, metadata={
+        "description": "the recording: `path` (on the FreeSWITCH host), `mode`, `state` "
+                       "(pending, recording, done, failed, none: never bridged) and, once "
+                       "done, `seconds`, `ms`, `samples` and `size_bytes`, from FreeSWITCH's "
+                       "record_* variables"})
     waiting_media = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                                 allow_none=True, metadata={
                                     "description": "the request's waiting_media; none: the "

@@ -100,6 +100,23 @@ class RetrySchema(Schema):
                          "description": "which failures are retried (default: all three)"})
 
 
+RECORD_MODES = ("mixed", "stereo")
+"""How a call is recorded: both parties in one channel, or one party a channel."""
+
+
+class RecordField(fields.Field):
+    """``record``: true (mixed), false, or a mode of :data:`RECORD_MODES`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        if value is True:
+            return "mixed"
+        if value is False:
+            return None
+        if isinstance(value, str) and value in RECORD_MODES:
+            return value
+        raise ValidationError('must be true, false, "mixed" or "stereo"')
+
+
 class WaitingMediaSchema(Schema):
     """What the first party to answer hears while the other is dialled."""
 
@@ -172,6 +189,11 @@ class CallbackRequestSchema(Schema):
         fields.String(validate=validate.OneOf(EVENTS)), validate=validate.Length(1, len(EVENTS)),
         metadata={"description": "the events to send (default: all); ringing and answered "
                                  "come once per leg"})
+    record = RecordField(metadata={
+        "description": 'record the bridged conversation: true or "mixed" (both parties in '
+                       'one channel), "stereo" (leg A\'s party left, leg B\'s right); the '
+                       "file's path, length and size are in `recording` once it is done",
+        "oneOf": [{"type": "boolean"}, {"type": "string", "enum": list(RECORD_MODES)}]})
     waiting_media = fields.Nested(WaitingMediaSchema, metadata={
         "description": "what the first party to answer hears while the other is dialled "
                        "(default: US ringback)"})
@@ -302,6 +324,9 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
         if media and key in media and media[key] not in settings.media:
             errors.setdefault("waiting_media", {})[key] = [
                 f"no media {media[key]!r} is configured on this server"]
+    record = request.get("record")
+    if record and not settings.recording_dir:
+        errors["record"] = ["recording is not enabled on this server (FSCTL_RECORDING_DIR)"]
     if errors:
         raise ValidationError(errors)
     if denied:
@@ -311,13 +336,16 @@ def build_callback(request: dict[str, Any], settings: Settings, *, owner: str | 
     state = "scheduled" if not_before is not None and not_before > now else "queued"
     cb = Callback(
         id=callback_id or ids[0], legs=legs, mode=request["mode"], state=state,
-        waiting_media=media,
+        waiting_media=media, record=record,
         not_before=not_before, not_after=not_after,
         first=request["first"], created_at=now, updated_at=now, owner=owner,
         status_callback=request.get("status_callback"),
         status_events=list(request["status_events"]) if request.get("status_events") else None,
         metadata=dict(request["metadata"]) if "metadata" in request else None,
     )
+    if record:
+        cb.recording = {"path": f"{settings.recording_dir}/{cb.id}.wav", "mode": record,
+                        "state": "pending"}
     cb.note(now, "state", state=state)
     return cb
 
@@ -348,7 +376,8 @@ def present(cb: Callback, cancel_requested: bool = False, *,
         "legs": legs,
         "status_callback": cb.status_callback, "status_events": cb.status_events,
         "not_before": cb.not_before, "not_after": cb.not_after,
-        "waiting_media": cb.waiting_media, "metadata": cb.metadata,
+        "waiting_media": cb.waiting_media, "record": cb.record, "recording": cb.recording,
+        "metadata": cb.metadata,
         "history": cb.history.fragment() if raw_history else list(cb.history),
     }
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .auth import Token, parse_tokens
-from .commands import PLAYBACK_RE
+from .commands import PLAYBACK_RE, RECORD_PATH_RE
 from .errors import ConfigError, InvalidValue
 from .policy import PREMIUM_PREFIXES, Route, parse_route
 from .webhooks.signing import parse_secrets
@@ -79,6 +79,9 @@ class Settings:
     """Largest request body the API reads."""
     ringback: str = "tone_stream://%(2000,4000,440,480);loops=-1"
     """What the answered leg hears while the other one rings."""
+    recording_dir: str | None = None
+    """Directory on the FreeSWITCH host where calls asking for it are recorded
+    (FSCTL_RECORDING_DIR); None: recording is refused."""
     media: Mapping[str, str] = field(default_factory=dict)
     """Operator-configured media a request may name (FSCTL_MEDIA_FILE): name → what
     FreeSWITCH plays (a file, ``local_stream://…``, ``tone_stream://…``)."""
@@ -207,6 +210,16 @@ MEDIA_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 """A media entry's name, as requests give it."""
 
 
+def _recording_dir(path: str | None) -> str | None:
+    if path is None:
+        return None
+    path = path.rstrip("/")
+    if not RECORD_PATH_RE.fullmatch(f"{path}/{'0' * 32}.wav"):
+        raise ConfigError(f"FSCTL_RECORDING_DIR {path!r}: an absolute path of A-Z a-z 0-9 _ . "
+                          "/ - (no ..)")
+    return path
+
+
 def parse_media(doc: Mapping[str, object]) -> dict[str, str]:
     """``{"media": {"<name>": "<path>"}}``: each name and path checked (paths as every
     playback path fsctl sends is: fsctl.commands.PLAYBACK_RE)."""
@@ -250,6 +263,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         default_route=default_route,
         routes=routes,
         media=media,
+        recording_dir=_recording_dir(env.get("FSCTL_RECORDING_DIR") or None),
         tokens=tokens,
         rate_per_minute=_number(env, "FSCTL_RATE_PER_MINUTE", d.rate_per_minute, 1, 1_000_000),
         max_live=_number(env, "FSCTL_MAX_LIVE", d.max_live, 1, 1_000_000),

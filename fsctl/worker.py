@@ -48,6 +48,7 @@ from .callback import (
     LegSignal,
     Lost,
     Originate,
+    Record,
     Retry,
     SendDtmf,
     apply,
@@ -491,7 +492,8 @@ class Worker:
         if cb is None or cb.legs[ref[1]].uuid != fact.uuid:
             return
         self.feed(cb, LegSignal(leg=ref[1], kind=fact.kind, ts=fact.ts, cause=fact.cause,
-                                sip_status=fact.sip_status, disposition=fact.disposition))
+                                sip_status=fact.sip_status, disposition=fact.disposition,
+                                record_ms=fact.record_ms, record_samples=fact.record_samples))
 
     def feed(self, cb: Callback, event: Input) -> None:
         """Apply one input to a live callback and carry out what it asks."""
@@ -559,7 +561,7 @@ class Worker:
         elif isinstance(action, Kill) and action.after_s > 0:
             self._late_kills.append((time.monotonic() + action.after_s, cb.id, action))
             self._flush_work.set()  # the flush loop checks them
-        elif isinstance(action, Broadcast | SendDtmf | Bridge | Kill):
+        elif isinstance(action, Broadcast | SendDtmf | Bridge | Kill | Record):
             self.commander.later(cb, action)  # the event handler never waits for FreeSWITCH
         elif isinstance(action, Finished):
             log.info("callback %s: %s (%s)", cb.id, action.state, action.outcome)
@@ -646,6 +648,7 @@ class Worker:
             park_timeout_s=peer.ring_timeout_s + self.settings.park_margin_s
             + int(THROTTLE_RETRY_TOTAL_S + 0.999)
             + sum(math.ceil(dtmf_play_s(x.send_dtmf)) for x in (leg, peer) if x.send_dtmf),
+            record_stereo=name == "A" and cb.record == "stereo",
         )
         return commands.originate(dial)
 

@@ -74,7 +74,7 @@ ROUTES: dict[str, dict[str, Any]] = TEST_ROUTES["routes"]
 DEFAULT_ROUTE: str = TEST_ROUTES["default_route"]
 ROUTE_NAMES = sorted(ROUTES)
 FAST_ROUTES = ["answer", "busy", "reject", "ring", "user"]
-TOP_KEYS = {"leg_A", "leg_B", "mode", "first", "metadata", "waiting_media"}
+TOP_KEYS = {"leg_A", "leg_B", "mode", "first", "metadata", "waiting_media", "record"}
 COUNTRIES = ("au", "de", "eu", "fr", "uk", "us")
 LEG_KEYS = {"to", "from", "caller_id_name", "route", "ring_timeout", "send_dtmf"}
 DTMF = re.compile(r"[0-9*#wW]{1,32}")
@@ -145,6 +145,8 @@ def request_valid(body: Any) -> bool:
         return False
     if "metadata" in body and not metadata_valid(body["metadata"]):
         return False
+    if body.get("record", False) is not False:  # no FSCTL_RECORDING_DIR here: never recorded
+        return False
     media = body.get("waiting_media", {})  # no media is configured here: ringback only
     if not (isinstance(media, dict) and set(media) <= {"ringback"}
             and media.get("ringback", "us") in COUNTRIES):
@@ -214,6 +216,8 @@ NEAR: dict[str, list[Any]] = {
     "first": ["a", "b", "AB", "C", "", "A ", 0, ["A"]],
     "send_dtmf": ["", "1" * 33, "12a", "1 2", "1@500", "1+2", "~1", "ABCD", "１２", 12, ["1"],
                   "1\napi hupall", "1 &bridge(user/1000)", "1,2"],
+    "record": [True, "mixed", "stereo", "MIXED", 1, 0, "true", None, [], {"mode": "mixed"},
+               False],
     "waiting_media": [{"ringback": "xx"}, {"ringback": "UK"}, {"ringback": "uk "},
                       {"music": "jazz"}, {"announcement": "welcome"}, {"ringback": 1},
                       {"ringback": "uk", "music": "jazz"}, {"tone": "uk"}, "uk", [], None,
@@ -345,7 +349,7 @@ hostile_extra = st.one_of(pooled_wrong, pooled_strings, nested, nested, wrong_ty
 LEG_FIELDS = ["to", "from", "caller_id_name", "route", "ring_timeout", "send_dtmf"]
 MUTATIONS = (
     [("leg_field", leg, f) for leg in ("leg_A", "leg_B") for f in LEG_FIELDS] * 2
-    + [("top_field", "", f) for f in ("mode", "first", "metadata", "waiting_media")]
+    + [("top_field", "", f) for f in ("mode", "first", "metadata", "waiting_media", "record")]
     + [("metadata_value", "", "")] * 2
     + [(op, leg, "") for leg in ("leg_A", "leg_B") for op in (
         "drop_leg_key", "extra_leg_key", "leg_not_object", "nested_leg", "keep_valid")]

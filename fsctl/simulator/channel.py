@@ -114,6 +114,8 @@ class Channel:
         self.playback_started_at = 0.0  # time.monotonic() of the playback's start
         self.pending_apps: list[tuple[str, str]] = []
         self.queued_broadcasts: list[str] = []
+        self.recording_since: float | None = None
+        """time.monotonic() when uuid_record started on it (None: not recording)."""
         """uuid_broadcasts that came while a playback ran: FreeSWITCH plays them after it."""
         self.timers: list[Timer] = []
         self.park_timer: Timer | None = None  # park_timeout's, while parked

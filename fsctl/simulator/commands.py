@@ -179,6 +179,19 @@ def _uuid_send_dtmf(sim: Simulator, arg: str) -> ApiResult:
     return f"+OK {uuid} sent DTMF {digits}.\n"
 
 
+def _uuid_record(sim: Simulator, arg: str) -> ApiResult:
+    """``uuid_record <uuid> start <path>``: FreeSWITCH 1.11 answers ``+OK Success``; at the
+    hangup the channel carries record_ms / record_samples (8 kHz), as the real one's does."""
+    parts = arg.split()
+    if len(parts) != 3 or parts[1] != "start":
+        return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>] [<recording_vars>]\n"
+    ch = sim.model.channels.get(parts[0])
+    if ch is None:
+        return "-ERR Cannot locate session!\n"
+    ch.recording_since = time.monotonic()
+    return "+OK Success\n"
+
+
 def _status(sim: Simulator, arg: str) -> ApiResult:
     return (
         f"UP {sim.uptime_text()}\n{VERSION} is ready\n"
@@ -242,6 +255,7 @@ API_COMMANDS: dict[str, ApiHandler] = {
     "hupall": _hupall,
     "sched_hangup": _sched_hangup,
     "uuid_send_dtmf": _uuid_send_dtmf,
+    "uuid_record": _uuid_record,
     "status": _status,
     "global_getvar": _global_getvar,
     "global_setvar": _global_setvar,

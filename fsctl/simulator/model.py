@@ -464,6 +464,12 @@ class CallModel(AppsMixin):
             self.sim.trace.hangup(ch.uuid, cause)
         ch.hung = True
         self._cancel_timers(ch)
+        if ch.recording_since is not None:  # FreeSWITCH closes the file: its record_* vars
+            ms = int((time.monotonic() - ch.recording_since) * 1000)
+            ch.update_vars({"record_seconds": str(ms // 1000), "record_ms": str(ms),
+                            "record_samples": str(ms * 8), "record_completion_cause":
+                            "success-silence"})
+            ch.recording_since = None
         ch.hangup_cause = cause
         ch.answer_state = "hangup"
         ch.mark_time("hangup")
