@@ -408,12 +408,14 @@ class Worker:
             wait = SCHEDULE_POLL_S
             try:
                 if not self.draining.is_set():
-                    # on FreeSWITCH's clock, as the times a callback shows are
-                    ids, nxt = self.store.promote_due(self.clock())
+                    # wall-clock time, as the requester's not_before is (the times a record
+                    # shows are on FreeSWITCH's event clock, which fsctl only learns as a lower
+                    # bound: the events' latency behind it)
+                    ids, nxt = self.store.promote_due(time.time())
                     for callback_id in ids:
                         log.info("callback %s: its not_before has come: queued", callback_id)
                     if nxt is not None:
-                        wait = min(wait, max(0.0, nxt - self.clock()))
+                        wait = min(wait, max(0.0, nxt - time.time()))
             except redis.RedisError as exc:
                 log.warning("worker %s: scheduled callbacks not promoted: %s", self.name, exc)
             self.stopping.wait(wait)
