@@ -149,5 +149,7 @@ def test_a_busy_sip_leg_is_dialled_again_and_each_attempt_keeps_its_cause(busy_f
         (2, "USER_BUSY", "486", 1.0), (3, "USER_BUSY", "486", 1.5)]
     redials = [h["ts"] for h in final["history"] if h["event"] == "redial"]
     assert len(redials) == 2
-    assert redials[0] - tries[0]["ts"] >= 1.0 and redials[1] - tries[1]["ts"] >= 1.5
+    # history times are on FreeSWITCH's clock as fsctl estimates it, which may fall back by
+    # 1 ms a second (CLOCK_DRIFT_S_PER_S): a wait of 1 s can read 0.999 s
+    assert redials[0] - tries[0]["ts"] >= 0.99 and redials[1] - tries[1]["ts"] >= 1.49
     assert final["legs"]["B"]["state"] == "pending"  # nobody else was ever rung
